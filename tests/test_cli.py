@@ -1,0 +1,57 @@
+"""The zfrepro command: reproduce runs notebooks in order and stops at the first failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zfrepro.cli import main
+from zfrepro.errors import ZFReproError
+from zfrepro.reproduce import reproduce
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from nbtools import make_notebook  # noqa: E402
+
+
+def _project(tmp_path: Path, bodies: list[str]) -> Path:
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    for i, body in enumerate(bodies, 1):
+        make_notebook([("md", "# t (Fig. 0)"), ("params", 'profile: str = "default"  # profile'),
+                       ("code", body)], nb_dir / f"{i:02d}_nb.ipynb")
+    return tmp_path
+
+
+def test_reproduce_runs_in_order_and_stops_at_first_failure(tmp_path):
+    root = _project(tmp_path, [
+        "open('ran_01', 'w').write(profile)",
+        "raise ValueError('boom in two')",
+        "open('ran_03', 'w').write(profile)",
+    ])
+    with pytest.raises(ZFReproError, match=r"notebook 02_nb.ipynb failed \(ValueError: boom in two\); see the executed copy"):
+        reproduce("smoke", root=root, out_dir=tmp_path / "build")
+    assert (root / "notebooks" / "ran_01").read_text() == "smoke"
+    assert not (root / "notebooks" / "ran_03").exists()
+    assert (tmp_path / "build" / "01_nb.ipynb").is_file()
+
+
+def test_reproduce_only_selects_notebooks(tmp_path):
+    root = _project(tmp_path, ["open('a', 'w').write('1')", "open('b', 'w').write('2')"])
+    done = reproduce("smoke", root=root, out_dir=tmp_path / "build", only=["2"])
+    assert [p.name for p in done] == ["02_nb.ipynb"]
+    with pytest.raises(ZFReproError, match="no notebook numbered 07"):
+        reproduce("smoke", root=root, only=["07"])
+
+
+def test_cli_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--profile", "nope"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "zfrepro", "reproduce", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--data-root" in out.stdout and "--device" in out.stdout

@@ -1,0 +1,36 @@
+"""Profiles: names, typed overrides, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from zfrepro.config import PAPER_EPOCHS, PROFILES, get_profile
+from zfrepro.errors import ConfigError
+
+
+def test_profiles_exist_and_paper_is_the_paper():
+    assert set(PROFILES) >= {"smoke", "default", "paper"}
+    p = get_profile("paper")
+    assert (p.input_size, p.resize, p.width, p.fc_width) == (224, 256, 1.0, 4096)
+    assert (p.batch_size, p.lr, p.momentum, p.dropout, p.init) == (128, 1e-2, 0.9, 0.5, "paper")
+    assert p.renorm and p.renorm_radius == 0.1 and p.pixel_scale == 1.0 and p.epochs == 70
+    assert p.schedule == "plateau" and p.snapshot_epochs == PAPER_EPOCHS and p.eval_crops == 10 or p.eval_crops == 1
+    assert p.deviations == ()
+    assert get_profile("default").deviations, "default must list its deviations from the paper"
+
+
+def test_overrides_are_typed_and_strings_are_converted():
+    p = get_profile("smoke", epochs="3", lr="0.5", renorm="false", snapshot_epochs="1,3")
+    assert p.epochs == 3 and p.lr == 0.5 and p.renorm is False and p.snapshot_epochs == (1, 3)
+    assert get_profile("smoke", epochs=None).epochs == PROFILES["smoke"].epochs
+
+
+def test_unknown_profile_and_field():
+    with pytest.raises(ConfigError, match=r"unknown profile 'fast': use one of smoke, default, paper"):
+        get_profile("fast")
+    with pytest.raises(ConfigError, match=r"unknown profile field 'epoch': valid fields are .*epochs"):
+        get_profile("smoke", epoch=3)
+    with pytest.raises(ConfigError, match=r"'epochs' needs a int"):
+        get_profile("smoke", epochs="many")
+    with pytest.raises(ConfigError, match="exceeds resize"):
+        get_profile("smoke", input_size=500)

@@ -1,0 +1,67 @@
+"""Every notebooks/NN_*.ipynb, executed in order by papermill with the smoke profile, plus hygiene.
+
+New notebooks are covered without touching this file. Executed copies go to build/smoke/.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from zfrepro.errors import ConfigError
+from zfrepro.reproduce import check_parameters, notebook_parameters, notebook_paths, run_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = notebook_paths(ROOT)
+OUT = ROOT / "build" / "smoke"
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name == "01_architecture.ipynb"
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers == sorted(set(numbers)), "notebook numbers must be unique and ordered"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_hygiene(nb_path):
+    nb = nbformat.read(nb_path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
+    first, second = nb.cells[0], nb.cells[1]
+    assert first.cell_type == "markdown" and re.search(r"Fig\.|Table", first.source)
+    assert re.search(r"[Rr]untime", first.source) and re.search(r"differ", first.source)
+    assert second.cell_type == "code" and "parameters" in second.metadata.get("tags", [])
+    for line in second.source.splitlines():
+        if line.strip():
+            assert re.match(r"^\w+: [\w\[\], |]+ = .+  # .+", line), f"parameter needs a type and a comment: {line}"
+    for c in code:
+        src = "\n".join(l for l in c.source.splitlines() if not l.lstrip().startswith(("%", "!")))
+        tree = ast.parse(src)
+        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) for n in ast.walk(tree)), \
+            "notebooks call the package; no def/class"
+        assert "plt.show" not in c.source and "pip install" not in c.source
+
+
+def test_unknown_parameter_is_rejected():
+    with pytest.raises(ConfigError, match=r"has no parameter bogus: valid ones are .*profile"):
+        check_parameters(NOTEBOOKS[0], {"profile": "smoke", "bogus": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_with_smoke_profile(nb_path, data_root):
+    declared = notebook_parameters(nb_path)
+    params = {"profile": "smoke", "data_root": str(data_root), "device": "cpu"}
+    params = {k: v for k, v in params.items() if k in declared}
+    assert "profile" in declared
+    out = run_notebook(nb_path, OUT, params, timeout=1800)
+    executed = nbformat.read(out, as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert images, "every notebook shows at least one figure"

@@ -1,0 +1,55 @@
+"""The ``zfrepro`` console script: ``zfrepro reproduce`` and ``zfrepro train``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .errors import ZFReproError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``zfrepro`` command."""
+    from .config import profile_names
+
+    parser = argparse.ArgumentParser(prog="zfrepro", description="Reproduce Zeiler & Fergus (2013).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("reproduce", help="run every notebook in order with papermill (executed copies in build/)")
+    rep.add_argument("--profile", default="default", choices=profile_names(), help="configuration (default: default)")
+    rep.add_argument("--data-root", default=None, help="ImageFolder with train/ and val/ (else $ZFREPRO_DATA, else download Imagenette)")
+    rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
+    rep.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03")
+    try:
+        from . import train as _train
+
+        tr = sub.add_parser("train", help="train a network with a profile (snapshots in runs/)")
+        _train.add_train_arguments(tr)
+    except (ImportError, AttributeError):  # pragma: no cover - train module not present
+        pass
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (errors print one line, exit 2)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "reproduce":
+            from .reproduce import reproduce
+
+            only = [s.strip() for s in args.only.split(",")] if args.only else None
+            reproduce(args.profile, data_root=args.data_root, device=args.device, only=only)
+        elif args.command == "train":
+            from . import train as _train
+
+            _train.run_from_args(args)
+    except ZFReproError as exc:
+        print(f"zfrepro: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

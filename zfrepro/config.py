@@ -1,0 +1,151 @@
+"""Named, typed profiles: ``smoke`` (CI), ``default`` (CPU, real results), ``paper`` (GPU, §3).
+
+Every notebook and CLI command takes a profile name plus single-field overrides::
+
+    from zfrepro.config import get_profile
+    p = get_profile("default", epochs=10)
+
+An unknown profile or field is a :class:`~zfrepro.errors.ConfigError` listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, get_type_hints
+
+from .errors import ConfigError
+
+__all__ = ["Profile", "PROFILES", "get_profile", "profile_names", "PAPER_EPOCHS"]
+
+#: The epochs at which Fig. 4 shows the features.
+PAPER_EPOCHS: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 40, 64)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One complete configuration of data, model and training.
+
+    Deviations of a profile from the paper are listed in ``deviations`` so that the
+    notebooks can print them.
+    """
+
+    name: str
+    # --- data
+    resize: int = 256            # shorter side resized to this, then centre-cropped square (paper: 256)
+    input_size: int = 224        # crop fed to the network (paper: 224)
+    train_per_class: int = 0     # images per class from the train split (0: all)
+    val_per_class: int = 0       # images per class from the val split (0: all)
+    pixel_scale: float = 1.0     # (pixels in 0..255 - per-pixel mean) / pixel_scale; paper: 1 (raw range)
+    augment: str = "crop-flip"   # "crop-flip" (paper: random crops + flips) or "rrc-flip" (random-resized crops)
+    # --- model
+    arch: str = "zfnet"
+    width: float = 1.0           # multiplier of conv channels (96/256/384/384/256)
+    fc_width: int = 4096         # fc6/fc7 units
+    init: str = "paper"          # "paper" N(0, 1e-2), "kaiming", "torch"
+    dropout: float = 0.5
+    # --- optimisation
+    epochs: int = 70
+    batch_size: int = 128
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "plateau"    # "plateau" (anneal ×0.1 on val plateaus), "onecycle", "cosine", "constant"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    renorm: bool = True          # renormalise conv filters with RMS > renorm_radius (§3)
+    renorm_radius: float = 0.1
+    snapshot_epochs: tuple[int, ...] = PAPER_EPOCHS
+    eval_crops: int = 1          # 1: centre crop; 10: corners + centre with flips (paper)
+    seed: int = 0
+    num_workers: int = 0
+    deviations: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (lists for tuples), for JSON files and checkpoints."""
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke", resize=72, input_size=64, train_per_class=24, val_per_class=8,
+        pixel_scale=64.0, width=0.25, fc_width=128, init="kaiming", epochs=2, batch_size=32,
+        lr=0.02, schedule="onecycle", snapshot_epochs=(1, 2), eval_crops=1,
+        deviations=("64-px crops of 72-px images", "240 train / 80 val images",
+                    "conv widths ×0.25, fc 128", "He init, one-cycle lr", "2 epochs"),
+    ),
+    "default": Profile(
+        name="default", resize=146, input_size=128, pixel_scale=64.0, width=1.0, fc_width=1024,
+        init="kaiming", epochs=24, batch_size=128, lr=0.02, weight_decay=5e-4, schedule="onecycle",
+        augment="rrc-flip", label_smoothing=0.1, snapshot_epochs=(1, 2, 5, 10, 20), eval_crops=10,
+        deviations=("Imagenette (10 classes, 9,469 train images) instead of ImageNet",
+                    "128-px crops of 146-px images instead of 224 of 256",
+                    "fc6/fc7 1024 units instead of 4096",
+                    "He-normal conv init instead of N(0, 1e-2)",
+                    "one-cycle lr (peak 0.02) instead of manual annealing on plateaus",
+                    "weight decay 5e-4, label smoothing 0.1, random-resized crops",
+                    "inputs (pixels - mean)/64 instead of raw pixel range",
+                    "24 epochs instead of 70"),
+    ),
+    "paper": Profile(name="paper", deviations=()),
+}
+
+
+def profile_names() -> list[str]:
+    """The names of the built-in profiles."""
+    return list(PROFILES)
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    """Coerce an override (possibly a string from the CLI) to the field's type."""
+    origin = getattr(typ, "__origin__", None)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ in (int, float, str):
+            if typ is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return typ(value)
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").split(",") if v]
+            inner = typ.__args__[0]
+            return tuple(inner(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"profile field {name!r} needs a {getattr(typ, '__name__', typ)}, got {value!r}") from None
+    return value
+
+
+def get_profile(name: str | Profile = "default", **overrides: Any) -> Profile:
+    """The profile ``name`` with single fields overridden, e.g. ``get_profile("smoke", epochs=1)``.
+
+    Overrides given as strings (from ``--set key=value``) are converted to the field's type.
+    """
+    if isinstance(name, Profile):
+        base = name
+    else:
+        if name not in PROFILES:
+            raise ConfigError(f"unknown profile {name!r}: use one of {', '.join(PROFILES)}")
+        base = PROFILES[name]
+    hints = get_type_hints(Profile)
+    valid = [f.name for f in fields(Profile) if f.name not in ("name", "deviations")]
+    clean: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in valid:
+            raise ConfigError(f"unknown profile field {key!r}: valid fields are {', '.join(valid)}")
+        clean[key] = _coerce(key, value, hints[key])
+    prof = replace(base, **clean)
+    if prof.input_size > prof.resize:
+        raise ConfigError(f"input_size {prof.input_size} exceeds resize {prof.resize}: crops come from the resized image")
+    if prof.eval_crops not in (1, 10):
+        raise ConfigError(f"eval_crops must be 1 or 10, got {prof.eval_crops}")
+    return prof

@@ -1,0 +1,19 @@
+"""Exceptions with one-line messages that name the problem and the fix."""
+
+from __future__ import annotations
+
+
+class ZFReproError(Exception):
+    """Base class for the package's user-facing errors."""
+
+
+class DataError(ZFReproError, ValueError):
+    """A dataset root, split, class folder or image file is missing or unreadable."""
+
+
+class ConfigError(ZFReproError, ValueError):
+    """An unknown profile, profile field, architecture or parameter."""
+
+
+class CheckpointError(ZFReproError, ValueError):
+    """A checkpoint that does not fit the model it is loaded into."""

@@ -1,0 +1,85 @@
+"""Atomic file writes and the project's cache/run directories.
+
+Nothing is ever half-written: every file goes to a temporary name in the same
+directory and is renamed into place (``os.replace`` is atomic on POSIX and Windows).
+A failed write (a full disk, a kill) leaves the previous file untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+__all__ = ["atomic_path", "atomic_save", "atomic_write_text", "cache_dir", "runs_dir", "project_root"]
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically; returns ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def atomic_write_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as indented, key-sorted JSON atomically."""
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def project_root() -> Path:
+    """The checkout holding the package when installed editable (has ``pyproject.toml``),
+    else the current directory. ``ZFREPRO_HOME`` overrides."""
+    env = os.environ.get("ZFREPRO_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").is_file() and (here / "zfrepro").is_dir():
+        return here
+    return Path.cwd()
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets and downloads go: ``ZFREPRO_CACHE``, else ``~/.cache/zfrepro``.
+    Never inside a data root (which may be read-only)."""
+    env = os.environ.get("ZFREPRO_CACHE")
+    base = Path(env).expanduser() if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zfrepro"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def runs_dir() -> Path:
+    """Where training runs and snapshots go: ``ZFREPRO_RUNS``, else ``<project root>/runs``."""
+    env = os.environ.get("ZFREPRO_RUNS")
+    return Path(env).expanduser() if env else project_root() / "runs"

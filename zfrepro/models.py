@@ -1,0 +1,378 @@
+"""The paper's networks (Fig. 3), layer naming, initialisation, the layer table and checkpoints.
+
+``zfnet`` is the network of Fig. 3 (arXiv 1311.2901 v3); ``alexnet`` is the paper's
+"replication of Krizhevsky et al." used for Fig. 6 and Table 3. Both are built like
+torchvision's ``AlexNet`` (a ``features`` stack, then ``classifier``), so the same code
+(``layer_names``, the deconvnet, scans) works on them and on torchvision's AlexNet / VGG.
+
+Contrast normalisation ("contrast normalization across feature maps", §3) is
+``nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)``: Krizhevsky et al.'s
+constants, which the paper inherits without restating. Pooling is 3×3 stride 2 with
+``ceil_mode=True`` (Caffe's convention of the time), which yields the paper's map sizes
+110-55-26-13-13-13-6 at a 224 input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, ConfigError
+
+__all__ = [
+    "ARCHS",
+    "zfnet",
+    "alexnet",
+    "build_model",
+    "layer_names",
+    "get_layer",
+    "rectified_module",
+    "init_weights",
+    "INIT_SCHEMES",
+    "describe",
+    "save_checkpoint",
+    "load_checkpoint",
+    "model_spec",
+]
+
+#: Contrast normalisation constants (Krizhevsky et al. 2012, §3.3).
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+# (out_channels, kernel, stride, padding) per conv layer, and where pools/norms follow.
+_CONV_SPECS: dict[str, list[tuple[int, int, int, int]]] = {
+    # Fig. 3: conv1 96x7x7/2, conv2 256x5x5/2, conv3-5 384/384/256 3x3/1.
+    "zfnet": [(96, 7, 2, 1), (256, 5, 2, 0), (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1)],
+    # Krizhevsky replica: conv1 11x11/4, conv2 5x5/1 (pad 2), dense connections.
+    "alexnet": [(96, 11, 4, 2), (256, 5, 1, 2), (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1)],
+}
+_POOL_AFTER = {1, 2, 5}
+_NORM_AFTER = {1, 2}
+
+
+def _pool_out(n: int, k: int = 3, s: int = 2) -> int:
+    """Output length of a ceil_mode max pool without padding."""
+    out = math.ceil((n - k) / s) + 1
+    if (out - 1) * s >= n:  # PyTorch's rule: the last window must start inside the input
+        out -= 1
+    return out
+
+
+class ZFNet(nn.Module):
+    """A ZFNet-style network: ``features`` (conv/ReLU/pool/norm) then ``classifier`` (fc6-fc8).
+
+    Attributes ``arch`` and ``spec`` record how it was built; checkpoints store them.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int = 1000,
+        input_size: int = 224,
+        width: float = 1.0,
+        fc_width: int = 4096,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if arch not in _CONV_SPECS:
+            raise ConfigError(f"unknown architecture {arch!r}: use one of {sorted(_CONV_SPECS)}")
+        if width <= 0 or fc_width <= 0 or num_classes <= 0:
+            raise ConfigError("width, fc_width and num_classes must be positive")
+        self.arch = arch
+        self.spec = dict(
+            arch=arch, num_classes=int(num_classes), input_size=int(input_size),
+            width=float(width), fc_width=int(fc_width), dropout=float(dropout),
+        )
+        layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+        c_in, size = 3, int(input_size)
+        for i, (c_out, k, s, p) in enumerate(_CONV_SPECS[arch], start=1):
+            c_out = max(1, int(round(c_out * width)))
+            layers[f"conv{i}"] = nn.Conv2d(c_in, c_out, k, stride=s, padding=p)
+            layers[f"relu{i}"] = nn.ReLU(inplace=False)
+            size = (size + 2 * p - k) // s + 1
+            if i in _POOL_AFTER:
+                layers[f"pool{i}"] = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+                size = _pool_out(size)
+            if i in _NORM_AFTER:
+                layers[f"norm{i}"] = nn.LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
+            c_in = c_out
+        if size < 1:
+            raise ConfigError(f"input_size {input_size} is too small for {arch}: use at least 64")
+        self.features = nn.Sequential(layers)
+        self.flat_features = c_in * size * size
+        self.classifier = nn.Sequential(OrderedDict([
+            ("drop6", nn.Dropout(dropout)),
+            ("fc6", nn.Linear(self.flat_features, fc_width)),
+            ("relu6", nn.ReLU(inplace=False)),
+            ("drop7", nn.Dropout(dropout)),
+            ("fc7", nn.Linear(fc_width, fc_width)),
+            ("relu7", nn.ReLU(inplace=False)),
+            ("fc8", nn.Linear(fc_width, num_classes)),
+        ]))
+        init_weights(self, "paper")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+def zfnet(num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
+          fc_width: int = 4096) -> nn.Module:
+    """The paper's Fig. 3 network (ZFNet), initialised as in §3 (weights N(0, 1e-2), biases 0).
+
+    At a 224 input the maps are conv1 110×110×96, pool1 55×55, conv2 26×26×256, pool2 13×13,
+    conv3-5 13×13 (384/384/256), pool5 6×6×256; fc6 takes 9216 inputs. ``width`` scales the
+    conv channels and ``fc_width`` the fc6/fc7 units (CPU profiles); ``input_size`` sets the
+    flatten size. Used by every notebook; Fig. 3 in ``01_architecture``.
+    """
+    return ZFNet("zfnet", num_classes, input_size, width, fc_width)
+
+
+def alexnet(num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
+            fc_width: int = 4096) -> nn.Module:
+    """The paper's replica of Krizhevsky et al. (11×11 stride-4 conv1, 5×5 stride-1 conv2),
+    with dense connections and the same fc layers. Used for Fig. 6 and Table 3 comparisons."""
+    return ZFNet("alexnet", num_classes, input_size, width, fc_width)
+
+
+ARCHS = {"zfnet": zfnet, "alexnet": alexnet}
+
+
+def build_model(arch: str, **kwargs: Any) -> nn.Module:
+    """Build ``arch`` ("zfnet", "alexnet", or "torchvision:NAME" e.g. "torchvision:vgg16")."""
+    if arch.startswith("torchvision:"):
+        import torchvision.models as tvm
+
+        name = arch.split(":", 1)[1]
+        if name not in tvm.list_models(module=tvm):
+            raise ConfigError(f"unknown torchvision model {name!r}: see torchvision.models.list_models()")
+        kw = {k: v for k, v in kwargs.items() if k == "num_classes"}
+        return tvm.get_model(name, weights=None, **kw)
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown architecture {arch!r}: use one of {sorted(ARCHS)} or 'torchvision:NAME'")
+    return ARCHS[arch](**kwargs)
+
+
+# ----------------------------------------------------------------------------- naming
+
+
+def _named_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv2d and Linear modules in forward (registration) order, named convN / fcN."""
+    out: list[tuple[str, nn.Module]] = []
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    for i, m in enumerate(convs, start=1):
+        out.append((f"conv{i}", m))
+    for j, m in enumerate(fcs, start=len(convs) + 1):
+        out.append((f"fc{j}", m))
+    return out
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The paper's layer names: ``["conv1", ..., "conv5", "fc6", "fc7", "fc8"]`` for ZFNet.
+
+    Convolutions are numbered in forward order, then fully connected layers continue the
+    count (torchvision VGG16: conv1..conv13, fc14..fc16), so "fcN" is always layer N.
+    """
+    return [n for n, _ in _named_weight_layers(model)]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The Conv2d/Linear module called ``name`` (see :func:`layer_names`)."""
+    layers = dict(_named_weight_layers(model))
+    if name not in layers:
+        raise ConfigError(f"unknown layer {name!r}: valid layers are {', '.join(layers)}")
+    return layers[name]
+
+
+def rectified_module(model: nn.Module, name: str) -> nn.Module:
+    """The module whose output is layer ``name``'s rectified output (its ReLU), or the layer
+    itself when no ReLU follows (the logits, fc8). Hook it to read "activations" as the paper
+    means them (Fig. 2, 5, 7, Table 1)."""
+    target = get_layer(model, name)
+    seq = list(model.modules())
+    # find the container holding the layer and look at what follows it there
+    for parent in seq:
+        children = list(parent.children())
+        for i, child in enumerate(children):
+            if child is target:
+                for nxt in children[i + 1:]:
+                    if isinstance(nxt, nn.ReLU):
+                        return nxt
+                    if isinstance(nxt, (nn.Conv2d, nn.Linear, nn.MaxPool2d)):
+                        break
+                return target
+    return target
+
+
+# ----------------------------------------------------------------------------- init
+
+INIT_SCHEMES = ("paper", "kaiming", "torch")
+
+
+def init_weights(model: nn.Module, scheme: str = "paper", std: float = 1e-2) -> nn.Module:
+    """Initialise conv and linear layers in place and return the model.
+
+    - ``"paper"``: weights N(0, ``std``=1e-2), biases 0 (§3).
+    - ``"kaiming"``: He-normal (fan-out, ReLU) convolutions, N(0, 0.01) linear layers, biases 0.
+    - ``"torch"``: PyTorch's default ``reset_parameters``.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ConfigError(f"unknown init scheme {scheme!r}: use one of {', '.join(INIT_SCHEMES)}")
+    for m in model.modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        if scheme == "torch":
+            m.reset_parameters()
+            continue
+        if scheme == "kaiming" and isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        else:
+            nn.init.normal_(m.weight, 0.0, std)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return model
+
+
+# ----------------------------------------------------------------------------- describe
+
+
+def describe(model: nn.Module, input_size: int | None = None) -> "Any":
+    """Per-layer table (pandas DataFrame) for Fig. 3: output shape, receptive field and
+    jump (stride) in input pixels, parameters and multiply-adds, for every conv, pool,
+    norm and fc layer, computed from the real modules with one forward pass.
+    """
+    import pandas as pd
+
+    if input_size is None:
+        input_size = getattr(model, "spec", {}).get("input_size", 224)
+    names = {id(m): n for n, m in _named_weight_layers(model)}
+    counters = {"pool": 0, "norm": 0}
+    rows: list[dict[str, Any]] = []
+    rf, jump = 1, 1
+    last_conv = 0
+
+    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal rf, jump, last_conv
+        shape = tuple(out.shape[1:])
+        params = sum(p.numel() for p in mod.parameters(recurse=False))
+        kind, name, k, s, madds = "", "", None, None, 0
+        if isinstance(mod, nn.Conv2d):
+            kind, name = "conv", names[id(mod)]
+            last_conv = int(name[4:])
+            k, s = mod.kernel_size[0], mod.stride[0]
+            madds = out.numel() // out.shape[0] * (mod.in_channels // mod.groups) * k * mod.kernel_size[1]
+        elif isinstance(mod, nn.MaxPool2d):
+            kind, name = "maxpool", f"pool{last_conv}"
+            k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
+            s = mod.stride if isinstance(mod.stride, int) else mod.stride[0]
+        elif isinstance(mod, nn.LocalResponseNorm):
+            kind, name = "contrast norm", f"norm{last_conv}"
+        elif isinstance(mod, nn.Linear):
+            kind, name = "fc", names[id(mod)]
+            madds = mod.in_features * mod.out_features
+        else:
+            return
+        if k is not None:
+            rf = rf + (k - 1) * jump
+            jump = jump * s
+        rows.append(dict(
+            layer=name, type=kind,
+            kernel=f"{k}x{k}" if k else "", stride=s or "",
+            out_channels=shape[0], out_size=shape[1] if len(shape) == 3 else 1,
+            output=" x ".join(str(d) for d in shape),
+            receptive_field=rf if kind != "fc" else None, jump=jump if kind != "fc" else None,
+            params=params, mult_adds=madds,
+        ))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.LocalResponseNorm, nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        p = next(model.parameters())
+        with torch.no_grad():
+            model(torch.zeros(1, 3, input_size, input_size, dtype=p.dtype, device=p.device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    df = pd.DataFrame(rows)
+    df.attrs["input_size"] = int(input_size)
+    df["receptive_field"] = df["receptive_field"].astype("Int64")
+    df["jump"] = df["jump"].astype("Int64")
+    return df
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """How ``model`` was built: ``arch`` plus its constructor arguments (ZFNet / AlexNet replica),
+    or the class name for other models."""
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        return dict(spec)
+    return {"arch": type(model).__name__}
+
+
+def _describe_spec(spec: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in spec.items())
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> Path:
+    """Write the weights and the model's spec atomically (temporary file, then rename)."""
+    from .io import atomic_save
+
+    payload = {"spec": model_spec(model), "state_dict": model.state_dict(), **extra}
+    return atomic_save(payload, Path(path))
+
+
+def load_checkpoint(path: str | Path, model: nn.Module | None = None,
+                    map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load a checkpoint written by :func:`save_checkpoint` (or a snapshot of ``zfrepro.train``).
+
+    With ``model=None`` the model is rebuilt from the stored spec. If ``model`` has another
+    architecture or size the error names both in one line, instead of PyTorch's list of
+    missing keys. Loads with ``weights_only=True``: no code runs from the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: train first (zfrepro train) or fix the path")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or unsafe content
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}): "
+                              "the file is corrupt or not a zfrepro checkpoint; delete it and retrain") from None
+    if isinstance(payload, dict) and "state_dict" in payload:
+        state, spec = payload["state_dict"], payload.get("spec", {})
+    elif isinstance(payload, dict) and "model" in payload:
+        state, spec = payload["model"], payload.get("spec", {})
+    elif isinstance(payload, dict):
+        state, spec = payload, {}
+    else:
+        raise CheckpointError(f"checkpoint {path} holds no state dict: not a model checkpoint")
+    if model is None:
+        if spec.get("arch") not in ARCHS:
+            raise CheckpointError(f"checkpoint {path} does not say how to build its model "
+                                  f"(spec: {spec or 'none'}): pass model=")
+        kw = {k: spec[k] for k in ("num_classes", "input_size", "width", "fc_width") if k in spec}
+        model = build_model(spec["arch"], **kw)
+    mine = model_spec(model)
+    mismatched = [k for k in ("arch", "num_classes", "width", "fc_width")
+                  if k in spec and k in mine and spec[k] != mine[k]]
+    own = model.state_dict()
+    bad_shape = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if mismatched or bad_shape or missing or unexpected:
+        theirs = _describe_spec(spec) if spec else f"{len(state)} tensors, e.g. {next(iter(state), '?')}"
+        raise CheckpointError(
+            f"checkpoint {path} is for another architecture ({theirs}) than the model "
+            f"({_describe_spec(mine)}): build the model the checkpoint was trained with")
+    model.load_state_dict(state)
+    return model
