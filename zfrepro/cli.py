@@ -22,13 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--data-root", default=None, help="ImageFolder with train/ and val/ (else $ZFREPRO_DATA, else download Imagenette)")
     rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
     rep.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03")
-    try:
-        from . import train as _train
+    from . import train as _train
 
-        tr = sub.add_parser("train", help="train a network with a profile (snapshots in runs/)")
-        _train.add_train_arguments(tr)
-    except (ImportError, AttributeError):  # pragma: no cover - train module not present
-        pass
+    tr = sub.add_parser("train", help="train a network with a profile (snapshots in runs/)")
+    _train.add_train_arguments(tr)
     return parser
 
 
@@ -44,10 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "train":
             from . import train as _train
 
-            _train.run_from_args(args)
+            print(_train.run_from_args(args))
     except ZFReproError as exc:
         print(f"zfrepro: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("zfrepro: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -121,22 +121,23 @@ class ZFNet(nn.Module):
 
 
 def zfnet(num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-          fc_width: int = 4096) -> nn.Module:
+          fc_width: int = 4096, *, dropout: float = 0.5) -> nn.Module:
     """The paper's Fig. 3 network (ZFNet), initialised as in §3 (weights N(0, 1e-2), biases 0).
 
     At a 224 input the maps are conv1 110×110×96, pool1 55×55, conv2 26×26×256, pool2 13×13,
     conv3-5 13×13 (384/384/256), pool5 6×6×256; fc6 takes 9216 inputs. ``width`` scales the
     conv channels and ``fc_width`` the fc6/fc7 units (CPU profiles); ``input_size`` sets the
-    flatten size. Used by every notebook; Fig. 3 in ``01_architecture``.
+    flatten size; ``dropout`` is the rate before fc6 and fc7. Used by every notebook; Fig. 3 in
+    ``01_architecture``.
     """
-    return ZFNet("zfnet", num_classes, input_size, width, fc_width)
+    return ZFNet("zfnet", num_classes, input_size, width, fc_width, dropout)
 
 
 def alexnet(num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            fc_width: int = 4096) -> nn.Module:
+            fc_width: int = 4096, *, dropout: float = 0.5) -> nn.Module:
     """The paper's replica of Krizhevsky et al. (11×11 stride-4 conv1, 5×5 stride-1 conv2),
     with dense connections and the same fc layers. Used for Fig. 6 and Table 3 comparisons."""
-    return ZFNet("alexnet", num_classes, input_size, width, fc_width)
+    return ZFNet("alexnet", num_classes, input_size, width, fc_width, dropout)
 
 
 ARCHS = {"zfnet": zfnet, "alexnet": alexnet}
@@ -360,7 +361,7 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
         if spec.get("arch") not in ARCHS:
             raise CheckpointError(f"checkpoint {path} does not say how to build its model "
                                   f"(spec: {spec or 'none'}): pass model=")
-        kw = {k: spec[k] for k in ("num_classes", "input_size", "width", "fc_width") if k in spec}
+        kw = {k: spec[k] for k in ("num_classes", "input_size", "width", "fc_width", "dropout") if k in spec}
         model = build_model(spec["arch"], **kw)
     mine = model_spec(model)
     mismatched = [k for k in ("arch", "num_classes", "width", "fc_width")
