@@ -15,7 +15,9 @@ from matplotlib.figure import Figure
 
 from .io import atomic_path, project_root
 
-__all__ = ["save_figure", "figure_dir", "new_figure", "plot_architecture", "plot_image_grid", "to_image"]
+__all__ = ["save_figure", "figure_dir", "new_figure", "plot_architecture", "plot_image_grid", "to_image",
+           "projection_to_image", "map_to_image", "plot_trace", "plot_unit_projection", "mosaic",
+           "plot_feature_grid", "plot_filters"]
 
 
 def new_figure(figsize: tuple[float, float] = (6, 4), **kw: Any) -> Figure:
@@ -117,4 +119,114 @@ def plot_architecture(table: Any, ax: Any = None, title: str = "") -> Figure:
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=10)
+    return fig
+
+
+def projection_to_image(p: Any, scale: float | None = None) -> np.ndarray:
+    """A deconvnet projection (3×H×W, signed) → H×W×3 in [0, 1] with zero at grey, the way the paper
+    shows projections: ``0.5 + p / (2·scale)``, ``scale`` = max |p| (pass a shared scale to normalise a
+    grid of projections together)."""
+    a = to_image(p).astype(np.float32)
+    s = float(np.abs(a).max()) if scale is None else float(scale)
+    return np.clip(0.5 + a / (2 * s), 0, 1) if s > 0 else np.full_like(a, 0.5)
+
+
+def map_to_image(m: Any) -> np.ndarray:
+    """A stack of feature maps C×H×W (or one H×W map) → one H×W image: the sum of |maps|."""
+    a = m.detach().cpu().float().numpy() if hasattr(m, "detach") else np.asarray(m, dtype=np.float32)
+    return np.abs(a).sum(0) if a.ndim == 3 else np.abs(a)
+
+
+def plot_trace(steps: Sequence[tuple[str, Any]], image: Any = None, ncols: int = 5) -> Figure:
+    """Fig. 1 (top) unrolled: every intermediate signal of a deconvnet pass (from ``DeconvNet.trace``),
+    each shown as the sum of absolute values over its feature maps, the last one (pixels) as a
+    projection; ``image`` (3×H×W in [0, 1]) is shown first when given."""
+    panels: list[tuple[str, np.ndarray, str | None]] = []
+    if image is not None:
+        panels.append(("input image", to_image(image), None))
+    for i, (name, t) in enumerate(steps):
+        t0 = t[0] if t.dim() == 4 else t
+        if i == len(steps) - 1 and t0.shape[0] == 3:
+            panels.append((f"{name}\n(pixels)", projection_to_image(t0), None))
+        else:
+            panels.append((f"{name}\n{tuple(t0.shape)}", map_to_image(t0), "magma"))
+    nrows = -(-len(panels) // ncols)
+    fig = new_figure((2.4 * ncols, 2.5 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, (title, img, cmap) in zip(axes, panels):
+        ax.imshow(img, cmap=cmap, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+    return fig
+
+
+def plot_unit_projection(image: Any, fmap: Any, projection: Any, box: Sequence[int] | None = None,
+                         titles: Sequence[str] = ("image", "feature map", "deconvnet projection")) -> Figure:
+    """Fig. 1 (bottom) for one unit: the image with the unit's receptive-field ``box``
+    (top, left, bottom, right), the layer's feature map, and the unit's projection to pixels."""
+    from matplotlib.patches import Rectangle
+
+    fig = new_figure((7.5, 2.8))
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(to_image(image))
+    if box is not None:
+        top, left, bottom, right = box
+        axes[0].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="yellow", lw=1.5))
+    axes[1].imshow(map_to_image(fmap), cmap="magma")
+    axes[2].imshow(projection_to_image(projection))
+    for ax, t in zip(axes, titles):
+        ax.set_title(t, fontsize=8)
+        ax.set_axis_off()
+    return fig
+
+
+def mosaic(tiles: Sequence[np.ndarray], ncols: int, gap: int = 2, fill: float = 0.5) -> np.ndarray:
+    """Tiles (H×W×3 arrays of one size) in a grid with ``gap``-pixel grey gutters."""
+    h, w = tiles[0].shape[:2]
+    nrows = -(-len(tiles) // ncols)
+    out = np.full((nrows * h + (nrows - 1) * gap, ncols * w + (ncols - 1) * gap, 3), fill, dtype=np.float32)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = t
+    return out
+
+
+def plot_feature_grid(units: Any, ncols: int = 2, title: str = "", tile_inches: float = 1.5) -> Figure:
+    """Fig. 2 for one layer: for each feature map, its top-k deconvnet projections (contrast-normalised
+    together, per grid, zero at grey) beside the matching image patches, on a grey background.
+    ``units`` is a :class:`zfrepro.features.UnitPatches`."""
+    m, k = units.projections.shape[:2]
+    side = int(round(k ** 0.5))
+    nrows = -(-m // ncols)
+    fig = new_figure((ncols * 2 * tile_inches + 0.2, nrows * tile_inches + (0.4 if title else 0.1)), facecolor="0.5")
+    axes = np.atleast_1d(fig.subplots(nrows, 2 * ncols, gridspec_kw={"wspace": 0.02, "hspace": 0.02})).reshape(nrows, 2 * ncols)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for i in range(m):
+        r, c = divmod(i, ncols)
+        proj = units.projections[i]
+        scale = float(proj.abs().max()) or 1.0
+        axes[r, 2 * c].imshow(mosaic([projection_to_image(p, scale) for p in proj], side))
+        axes[r, 2 * c + 1].imshow(mosaic([to_image(p) for p in units.patches[i]], side))
+        axes[r, 2 * c].set_title(f"map {units.maps[i]}", fontsize=7, color="white", pad=2)
+    if title:
+        fig.suptitle(title, color="white", fontsize=10)
+    return fig
+
+
+def plot_filters(weight: Any, ncols: int = 16, title: str = "") -> Figure:
+    """Layer-1 filters (C_out×3×k×k) as colour tiles, each scaled to its own range (Fig. 2 layer 1, Fig. 6)."""
+    w = weight.detach().cpu().float()
+    tiles = []
+    for f in w:
+        a = f - f.min()
+        a = a / a.max() if a.max() > 0 else a + 0.5
+        tiles.append(to_image(a))
+    fig = new_figure((ncols * 0.45, -(-len(tiles) // ncols) * 0.45 + (0.3 if title else 0)), facecolor="0.5")
+    ax = fig.add_subplot()
+    ax.imshow(mosaic(tiles, ncols, gap=1), interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9, color="white")
     return fig

@@ -1,0 +1,90 @@
+"""Top-k projections and their image patches for a set of feature maps (Fig. 2, Fig. 4, Fig. 6d-e).
+
+:func:`project_top_units` takes a dataset scan (:func:`zfrepro.scan.top_activations`), projects each
+of the chosen maps' top activations with the deconvnet, one projection per (image, unit), and cuts
+both the projection and the image to the unit's receptive field — the two 3×3 grids of each Fig. 2
+panel. :func:`filter_change` measures how much a layer's filters move between snapshots (Fig. 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .deconv import DeconvNet
+from .models import get_layer
+from .receptive import crop_patch, receptive_field
+from .scan import TopActivations
+
+__all__ = ["UnitPatches", "project_top_units", "choose_maps", "filter_change"]
+
+
+@dataclass
+class UnitPatches:
+    """For each chosen map (rows) and each of its top-k units (columns): the deconvnet projection
+    and the image patch under the unit's receptive field, both ``k_rf``×``k_rf``.
+
+    ``projections`` and ``patches`` are M×k×3×R×R (patches in display space, 0..1, grey outside
+    the image); ``values`` M×k activations; ``image_index`` M×k; ``maps`` the M channel numbers."""
+
+    layer: str
+    maps: list[int]
+    projections: torch.Tensor
+    patches: torch.Tensor
+    values: torch.Tensor
+    image_index: torch.Tensor
+
+
+def choose_maps(tops: TopActivations, n: int, seed: int = 0, alive_only: bool = True) -> list[int]:
+    """A reproducible random subset of ``n`` feature maps of a scan (the paper shows "a random subset
+    of feature maps"); maps that never fire on the data are left out unless ``alive_only=False``."""
+    candidates = torch.arange(tops.values.shape[0])
+    if alive_only:
+        candidates = candidates[tops.values[:, 0] > 0]
+    g = torch.Generator().manual_seed(seed)
+    pick = candidates[torch.randperm(len(candidates), generator=g)[:n]]
+    return sorted(int(c) for c in pick)
+
+
+def project_top_units(model: nn.Module, data: Any, tops: TopActivations, maps: Sequence[int], *,
+                      k: int | None = None, deconv: DeconvNet | None = None, batch_size: int = 64) -> UnitPatches:
+    """Deconvnet projections of the top-``k`` activations of each map in ``maps`` (Fig. 2), with the
+    matching image patches. ``data`` is a :class:`zfrepro.data.ModelInputs` (it provides ``batch``
+    and ``to_display``). Every projection is computed separately (one unit kept per image), in
+    batches of ``batch_size`` units sharing one forward and one backward pass."""
+    dn = deconv or DeconvNet(model)
+    k = k or tops.values.shape[1]
+    dev = next(model.parameters()).device
+    units = [(m, r) for m in maps for r in range(k)]
+    projections, patches = [], []
+    for s in range(0, len(units), batch_size):
+        chunk = units[s:s + batch_size]
+        idx = [int(tops.image_index[m, r]) for m, r in chunk]
+        pos = torch.stack([tops.position[m, r] for m, r in chunk])
+        x = data.batch(idx).to(dev)
+        proj = dn.project(x, tops.layer, [m for m, _ in chunk], pos).cpu()
+        shown = data.to_display(x)
+        for j, (m, r) in enumerate(chunk):
+            box = receptive_field(model, tops.layer, pos[j].tolist())
+            projections.append(crop_patch(proj[j], box, fill=0.0))
+            patches.append(crop_patch(shown[j], box, fill=0.5))
+    shape = (len(maps), k) + tuple(projections[0].shape)
+    return UnitPatches(tops.layer, list(maps), torch.stack(projections).reshape(shape),
+                       torch.stack(patches).reshape(shape),
+                       torch.stack([tops.values[m, :k] for m in maps]),
+                       torch.stack([tops.image_index[m, :k] for m in maps]))
+
+
+def filter_change(before: nn.Module, after: nn.Module, layers: Sequence[str]) -> dict[str, float]:
+    """``1 − mean cosine similarity`` between each filter of ``layers`` in two snapshots of a network
+    (0: unchanged directions). Quantifies Fig. 4's "lower layers converge within a few epochs"."""
+    out = {}
+    for name in layers:
+        a = get_layer(before, name).weight.detach().flatten(1)
+        b = get_layer(after, name).weight.detach().flatten(1)
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=1)
+        out[name] = float(1.0 - cos.mean())
+    return out
