@@ -173,3 +173,28 @@ def test_real_split_pipeline(data_root, tmp_cache):
     assert xb.shape == (prof.batch_size, 3, prof.input_size, prof.input_size) and yb.dtype == torch.long
     again = next(iter(iterate_batches(train, mean, prof, train=True, generator=torch.Generator().manual_seed(0))))
     assert torch.equal(again[0], xb)
+
+
+def test_no_root_downloads_imagenette_into_the_cache_and_says_so(tmp_path, tmp_cache, monkeypatch, capsys):
+    """With neither an argument nor ZFREPRO_DATA, the data root is Imagenette fetched by torchvision
+    (which verifies checksums) into the cache directory; the download is announced first."""
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeImagenette:
+        def __init__(self, root, split="train", size="full", download=False):
+            calls.append((root, split, size, download))
+            self._size_root = Path(root) / "imagenette2-320"
+            for s in ("train", "val"):
+                _write(self._size_root / s / "n01440764" / "a.jpg")
+
+    monkeypatch.delenv("ZFREPRO_DATA", raising=False)
+    monkeypatch.setattr(torchvision.datasets, "Imagenette", FakeImagenette)
+    root = resolve_root(None)
+    assert root == tmp_cache / "imagenette" / "imagenette2-320"
+    assert {c[1] for c in calls} == {"train", "val"} and all(c[3] for c in calls) and calls[0][2] == "320px"
+    assert "downloading Imagenette" in capsys.readouterr().err
+    monkeypatch.setenv("ZFREPRO_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match="elsewhere does not exist"):
+        resolve_root(None)

@@ -105,8 +105,11 @@ def test_paper_init_and_other_schemes():
     assert abs(w.std().item() - 1e-2) < 1e-3 and abs(w.mean().item()) < 1e-3
     assert all(torch.count_nonzero(c.bias) == 0 for c in m.modules() if isinstance(c, (nn.Conv2d, nn.Linear)))
     init_weights(m, "kaiming")
-    expected = (2.0 / (256 * 25)) ** 0.5  # fan-out of conv2
+    expected = (2.0 / (96 * 25)) ** 0.5  # He, fan-in of conv2
     assert abs(m.features.conv2.weight.std().item() - expected) / expected < 0.05
+    expected_fc = (2.0 / m.classifier.fc6.in_features) ** 0.5
+    assert abs(m.classifier.fc6.weight.std().item() - expected_fc) / expected_fc < 0.05
+    assert abs(m.classifier.fc8.weight.std().item() - 1e-2) < 2e-3  # the classifier stays small
     with pytest.raises(ConfigError, match="unknown init scheme"):
         init_weights(m, "xavier-ish")
 

@@ -82,7 +82,7 @@ PROFILES: dict[str, Profile] = {
         deviations=("Imagenette (10 classes, 9,469 train images) instead of ImageNet",
                     "128-px crops of 146-px images instead of 224 of 256",
                     "fc6/fc7 1024 units instead of 4096",
-                    "He-normal conv init instead of N(0, 1e-2)",
+                    "He-normal init of conv and fc6/fc7 instead of N(0, 1e-2) (fc8 keeps N(0, 1e-2))",
                     "one-cycle lr (peak 0.02) instead of manual annealing on plateaus",
                     "weight decay 5e-4, label smoothing 0.1, random-resized crops",
                     "inputs (pixels - mean)/64 instead of raw pixel range",

@@ -17,9 +17,9 @@ from torch import nn
 from .deconv import DeconvNet
 from .models import get_layer
 from .receptive import crop_patch, receptive_field
-from .scan import TopActivations
+from .scan import TopActivations, top_activations
 
-__all__ = ["UnitPatches", "project_top_units", "choose_maps", "filter_change"]
+__all__ = ["UnitPatches", "project_top_units", "choose_maps", "filter_change", "feature_evolution"]
 
 
 @dataclass
@@ -44,7 +44,7 @@ def choose_maps(tops: TopActivations, n: int, seed: int = 0, alive_only: bool = 
     candidates = torch.arange(tops.values.shape[0])
     if alive_only:
         candidates = candidates[tops.values[:, 0] > 0]
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed * 1000 + sum(map(ord, tops.layer)))  # another subset per layer
     pick = candidates[torch.randperm(len(candidates), generator=g)[:n]]
     return sorted(int(c) for c in pick)
 
@@ -88,3 +88,27 @@ def filter_change(before: nn.Module, after: nn.Module, layers: Sequence[str]) ->
         cos = torch.nn.functional.cosine_similarity(a, b, dim=1)
         out[name] = float(1.0 - cos.mean())
     return out
+
+
+def feature_evolution(models: dict[int, nn.Module], data: Any, maps: dict[str, Sequence[int]], *,
+                      limit: int = 0, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Fig. 4: for each snapshot (``models``: epoch → network) and each chosen feature map, the
+    strongest activation over all of ``data`` projected to pixels and cut to its receptive field.
+
+    ``data`` is a :class:`zfrepro.data.ModelInputs`; ``limit`` > 0 scans only its first ``limit``
+    images. Returns ``{layer: tensor M×E×3×R×R}`` (maps × epochs in ascending order). One scan per
+    snapshot serves every layer."""
+    from torch.utils.data import Subset
+
+    scanned = Subset(data, range(min(limit, len(data)))) if limit else data
+    layers = list(maps)
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    for epoch in sorted(models):
+        model = models[epoch]
+        dev = next(model.parameters()).device
+        tops = top_activations(model, scanned, layers=layers, k=1, device=dev, progress=progress)
+        dn = DeconvNet(model)
+        for name in layers:
+            units = project_top_units(model, data, tops[name], maps[name], k=1, deconv=dn)
+            out[name].append(units.projections[:, 0])
+    return {name: torch.stack(v, dim=1) for name, v in out.items()}

@@ -219,19 +219,26 @@ def init_weights(model: nn.Module, scheme: str = "paper", std: float = 1e-2) -> 
     """Initialise conv and linear layers in place and return the model.
 
     - ``"paper"``: weights N(0, ``std``=1e-2), biases 0 (§3).
-    - ``"kaiming"``: He-normal (fan-out, ReLU) convolutions, N(0, 0.01) linear layers, biases 0.
+    - ``"kaiming"``: He-normal (fan-in, ReLU gain) for every convolution and every hidden linear
+      layer, N(0, ``std``) for the last (classifier) layer, biases 0. Measured on the ``default``
+      profile's ZFNet (fc 1024, 128 px): with N(0, 1e-2) fc layers the logits at initialisation
+      have a standard deviation of about 2·10⁻³ (each fc layer shrinks the signal ~4×, each
+      contrast normalisation ~1.7×) and training stays at chance for the first epochs; with this
+      scheme they start near 0.2 and the loss moves in the first updates.
     - ``"torch"``: PyTorch's default ``reset_parameters``.
     """
     if scheme not in INIT_SCHEMES:
         raise ConfigError(f"unknown init scheme {scheme!r}: use one of {', '.join(INIT_SCHEMES)}")
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    last = linears[-1] if linears else None
     for m in model.modules():
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
         if scheme == "torch":
             m.reset_parameters()
             continue
-        if scheme == "kaiming" and isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if scheme == "kaiming" and m is not last:
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
         else:
             nn.init.normal_(m.weight, 0.0, std)
         if m.bias is not None:

@@ -17,7 +17,7 @@ from .io import atomic_path, project_root
 
 __all__ = ["save_figure", "figure_dir", "new_figure", "plot_architecture", "plot_image_grid", "to_image",
            "projection_to_image", "map_to_image", "plot_trace", "plot_unit_projection", "mosaic",
-           "plot_feature_grid", "plot_filters"]
+           "plot_feature_grid", "plot_filters", "plot_evolution", "plot_filter_change"]
 
 
 def new_figure(figsize: tuple[float, float] = (6, 4), **kw: Any) -> Figure:
@@ -229,4 +229,46 @@ def plot_filters(weight: Any, ncols: int = 16, title: str = "") -> Figure:
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9, color="white")
+    return fig
+
+
+def plot_evolution(evolution: dict[str, Any], epochs: Sequence[int], tile_inches: float = 0.9) -> Figure:
+    """Fig. 4: one row per feature map (grouped by layer), one column per snapshot epoch; each panel
+    the map's strongest projection at that epoch, contrast-stretched on its own (the paper enhances
+    colour contrast)."""
+    rows = [(name, i) for name, t in evolution.items() for i in range(t.shape[0])]
+    ncols = len(epochs)
+    fig = new_figure((ncols * tile_inches + 0.8, len(rows) * tile_inches + 0.4), facecolor="0.5")
+    axes = np.atleast_2d(fig.subplots(len(rows), ncols, gridspec_kw={"wspace": 0.03, "hspace": 0.03}))
+    if axes.shape != (len(rows), ncols):
+        axes = axes.reshape(len(rows), ncols)
+    for r, (name, i) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.imshow(projection_to_image(evolution[name][i, c]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"epoch {epochs[c]}", fontsize=7, color="white")
+            if c == 0:
+                ax.set_ylabel(f"{name}", fontsize=7, color="white")
+    return fig
+
+
+def plot_filter_change(changes: dict[int, dict[str, float]], ax: Any = None) -> Figure:
+    """How much each layer's filters move between consecutive snapshots (``{epoch: {layer: 1 - mean
+    cosine}}``, the change from the previous snapshot to ``epoch``), one line per layer (Fig. 4)."""
+    if ax is None:
+        fig = new_figure((5, 3))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    epochs = sorted(changes)
+    layers = list(changes[epochs[0]]) if epochs else []
+    for name in layers:
+        ax.plot(epochs, [changes[e][name] for e in epochs], marker="o", label=name)
+    ax.set_xlabel("epoch (change since the previous snapshot)")
+    ax.set_ylabel("1 - mean cosine of filters")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
     return fig

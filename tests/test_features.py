@@ -1,0 +1,78 @@
+"""Fig. 2 / Fig. 4 helpers: top-unit projections cut to the receptive field, map choice, filter change."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.utils.data import Dataset
+
+from zfrepro.deconv import DeconvNet
+from zfrepro.features import choose_maps, feature_evolution, filter_change, project_top_units
+from zfrepro.models import zfnet
+from zfrepro.receptive import crop_patch, receptive_field
+from zfrepro.scan import top_activations
+
+
+class _Inputs(Dataset):
+    """A stand-in for zfrepro.data.ModelInputs over random images."""
+
+    def __init__(self, n: int = 12, size: int = 64):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, size, size, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], 0
+
+    def batch(self, idx):
+        return self.x[list(idx)]
+
+    def to_display(self, x):
+        return (x * 0.2 + 0.5).clamp(0, 1)
+
+
+def _model():
+    torch.manual_seed(0)
+    return zfnet(num_classes=10, input_size=64, width=0.25, fc_width=32).eval()
+
+
+def test_project_top_units_equals_single_projections_cut_to_the_field():
+    model, data = _model(), _Inputs()
+    tops = top_activations(model, data, layers=["conv3"], k=3, device="cpu", progress=False)["conv3"]
+    maps = choose_maps(tops, 2)
+    units = project_top_units(model, data, tops, maps, k=3, batch_size=4)
+    rf = receptive_field(model, "conv3", (0, 0))
+    side = rf[2] - rf[0]
+    assert units.projections.shape == (2, 3, 3, side, side) and units.patches.shape == (2, 3, 3, side, side)
+    m, r = maps[1], 2
+    i, pos = int(tops.image_index[m, r]), tops.position[m, r]
+    alone = DeconvNet(model).project(data.batch([i]), "conv3", [m], pos[None])[0]
+    box = receptive_field(model, "conv3", pos.tolist())
+    assert torch.allclose(units.projections[1, 2], crop_patch(alone, box), atol=1e-6)
+    assert torch.allclose(units.patches[1, 2], crop_patch(data.to_display(data.batch([i]))[0], box, fill=0.5))
+
+
+def test_choose_maps_is_reproducible_skips_dead_maps_and_differs_per_layer():
+    model, data = _model(), _Inputs()
+    tops = top_activations(model, data, layers=["conv2", "conv4"], k=2, device="cpu", progress=False)
+    a = choose_maps(tops["conv2"], 5, seed=1)
+    assert a == choose_maps(tops["conv2"], 5, seed=1) and len(a) == 5
+    assert all(tops["conv2"].values[m, 0] > 0 for m in a)
+    tops["conv2"].values[a[0]] = 0
+    assert a[0] not in choose_maps(tops["conv2"], 200, seed=1)
+    assert choose_maps(tops["conv4"], 5, seed=1) != choose_maps(tops["conv2"], 5, seed=1)
+
+
+def test_filter_change_and_evolution_shapes():
+    m1 = _model()
+    m2 = copy.deepcopy(m1)
+    assert filter_change(m1, m2, ["conv1", "conv5"]) == {"conv1": 0.0, "conv5": 0.0}
+    with torch.no_grad():
+        m2.features.conv5.weight.mul_(-1)
+    assert abs(filter_change(m1, m2, ["conv5"])["conv5"] - 2.0) < 1e-5
+    data = _Inputs()
+    evo = feature_evolution({1: m1, 3: m2}, data, {"conv1": [0, 1], "conv5": [2]}, limit=8)
+    assert evo["conv1"].shape[:2] == (2, 2) and evo["conv5"].shape[:2] == (1, 2)
