@@ -15,20 +15,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .devices import resolve_device
 from .errors import ConfigError
 from .models import layer_names, rectified_module
 
-__all__ = ["TopActivations", "top_activations", "resolve_device"]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is visible: use device='cpu' or 'auto'")
-    return dev
+__all__ = ["TopActivations", "top_activations"]
 
 
 @dataclass

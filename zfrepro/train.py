@@ -58,6 +58,7 @@ from . import data as _data
 from . import io as _io
 from . import models as _models
 from .config import PROFILES, Profile, get_profile
+from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, DataError, ZFReproError
 
 __all__ = [
@@ -135,20 +136,6 @@ def run_dir_for(profile: str | Profile = "default", arch: str = "zfnet", **overr
     named profile, so that different configurations never share a directory."""
     prof, arch = resolve_profile(profile, arch, **overrides)
     return _io.runs_dir() / prof.name / _run_name(prof, arch)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; a CUDA device without CUDA is a ConfigError."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available here: use --device cpu or auto")
-    return dev
 
 
 # ============================================================================ renormalisation
