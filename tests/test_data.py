@@ -186,15 +186,34 @@ def test_no_root_downloads_imagenette_into_the_cache_and_says_so(tmp_path, tmp_c
         def __init__(self, root, split="train", size="full", download=False):
             calls.append((root, split, size, download))
             self._size_root = Path(root) / "imagenette2-320"
-            for s in ("train", "val"):
-                _write(self._size_root / s / "n01440764" / "a.jpg")
+            if download:
+                for s in ("train", "val"):
+                    _write(self._size_root / s / "n01440764" / "a.jpg")
+            elif not self._size_root.is_dir():
+                raise RuntimeError("Dataset not found")
 
     monkeypatch.delenv("ZFREPRO_DATA", raising=False)
     monkeypatch.setattr(torchvision.datasets, "Imagenette", FakeImagenette)
     root = resolve_root(None)
     assert root == tmp_cache / "imagenette" / "imagenette2-320"
-    assert {c[1] for c in calls} == {"train", "val"} and all(c[3] for c in calls) and calls[0][2] == "320px"
+    assert calls[0][3] is True and calls[0][2] == "320px" and ".partial" in calls[0][0]
     assert "downloading Imagenette" in capsys.readouterr().err
+    assert (tmp_cache / "imagenette" / ".imagenette-320px.complete").is_file()
+    assert not (tmp_cache / "imagenette" / ".imagenette-320px.partial").exists()
+    n = len(calls)
+    resolve_root(None)  # complete: no second download, nothing announced
+    assert all(not c[3] for c in calls[n:]) and "downloading" not in capsys.readouterr().err
+
+    class FailingImagenette(FakeImagenette):
+        def __init__(self, root, split="train", size="full", download=False):
+            if download:
+                raise OSError("network unreachable")
+            super().__init__(root, split, size, download)
+
+    monkeypatch.setattr(torchvision.datasets, "Imagenette", FailingImagenette)
+    monkeypatch.setenv("ZFREPRO_CACHE", str(tmp_path / "other-cache"))
+    with pytest.raises(DataError, match=r"downloading Imagenette into .* failed \(OSError: network unreachable\)"):
+        resolve_root(None)
     monkeypatch.setenv("ZFREPRO_DATA", str(tmp_path / "elsewhere"))
     with pytest.raises(DataError, match="elsewhere does not exist"):
         resolve_root(None)

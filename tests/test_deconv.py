@@ -19,7 +19,11 @@ from zfrepro.receptive import receptive_field
 from zfrepro.models import alexnet as zf_alexnet
 from zfrepro.models import rectified_module, zfnet
 
-captum_attr = pytest.importorskip("captum.attr")
+try:
+    import captum.attr as captum_attr
+except ImportError:  # captum comes with the dev extra; only the comparisons below need it
+    captum_attr = None
+needs_captum = pytest.mark.skipif(captum_attr is None, reason="captum is not installed: pip install -e '.[dev]'")
 
 TOL = 1e-4  # relative error, float32
 
@@ -190,6 +194,7 @@ def test_layers_in_forward_order(tv_alexnet, tv_vgg11, zf_model):
     assert DeconvNet(zf_model).layers == [f"conv{i}" for i in range(1, 6)]
 
 
+@needs_captum
 @pytest.mark.parametrize("which,size", [("alexnet", 102), ("vgg11", 44)])
 def test_equals_captum_every_layer(which, size, tv_alexnet, tv_vgg11):
     """AlexNet at 102 px: conv1 (11×11/4, pad 2) leaves 3 input rows over; VGG11 at 44 px: the
@@ -281,6 +286,7 @@ def test_batch_equals_one_image_at_a_time(zf_model):
 # ----------------------------------------------------------------------------- the paper's models
 
 
+@needs_captum
 def test_zfnet_and_alexnet_replica_with_lrn_removed_match_captum():
     """zfnet/alexnet of zfrepro.models with their own (§3) initialisation: norm="identity"
     equals captum's NeuronDeconvolution on a copy whose LRN modules are nn.Identity (with these
@@ -305,6 +311,7 @@ def test_zfnet_and_alexnet_replica_with_lrn_removed_match_captum():
             assert _direction_err(got.pixels, ref) <= TOL, (build.__name__, layer)
 
 
+@needs_captum
 @pytest.mark.parametrize("norm", ["identity", "scale", "jacobian"])
 def test_norm_treatments_match_autograd(zf_model, norm):
     """With large activations (He init) the normalisation matters; each treatment equals autograd
@@ -354,6 +361,7 @@ def _tiny(pool: nn.Module, conv2: nn.Conv2d) -> nn.Module:
     return Tiny().eval()
 
 
+@needs_captum
 def test_unpooling_adds_where_overlapping_windows_share_a_switch():
     """5×5 input whose centre is the maximum of all four overlapping 3×3/2 windows: the 2×2 conv2
     unit sends 40 to each pooled position, all four land on the centre: 160 (max_unpool2d would
@@ -372,6 +380,7 @@ def test_unpooling_adds_where_overlapping_windows_share_a_switch():
     assert torch.allclose(ref, expect)
 
 
+@needs_captum
 def test_ceil_mode_and_padded_pooling_match_captum():
     """Pools with padding and ceil_mode windows hanging over the edge (7×7 input)."""
     torch.manual_seed(18)

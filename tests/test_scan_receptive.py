@@ -77,6 +77,13 @@ def test_scan_errors():
         top_activations(model, ds, layers=["conv7"], progress=False)
     with pytest.raises(ConfigError, match="shuffle=False"):
         top_activations(model, DataLoader(ds, shuffle=True), layers=["conv1"], progress=False)
+    sub = torch.utils.data.SubsetRandomSampler(range(4))
+    with pytest.raises(ConfigError, match="SubsetRandomSampler"):
+        top_activations(model, DataLoader(ds, sampler=sub), layers=["conv1"], progress=False)
+    with pytest.raises(ConfigError, match="got 4 images for k=9"):
+        top_activations(model, ds, layers=["conv1"], k=9, progress=False)
+    with pytest.raises(ConfigError, match="model is on cpu"):
+        top_activations(model, ds, layers=["conv1"], k=2, device="meta", progress=False)
 
 
 @pytest.mark.parametrize("layer,size", [("conv1", 7), ("conv2", 27), ("conv3", 75), ("conv4", 107), ("conv5", 139)])

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from zfrepro import data as zdata
 from torch import nn
 
 from zfrepro import train as T
@@ -135,6 +137,19 @@ def test_renormalize_filters_clips_only_large_filters_to_exact_radius() -> None:
 
 
 # ----------------------------------------------------------------------------- configuration
+
+
+def test_run_dirs_of_other_datasets_are_separate(tmp_path: Path, runs_root: Path) -> None:
+    other = tmp_path / "mydata"
+    for c in ("cat", "dog"):
+        (other / "train" / c).mkdir(parents=True)
+    plain = T.run_dir_for("smoke")
+    mine = T.run_dir_for("smoke", data_root=other)
+    assert mine != plain and mine.name.startswith("zfnet-data") and mine.parent == plain.parent
+    imagenette = tmp_path / "copy"
+    for c in zdata.IMAGENETTE_WNIDS:
+        (imagenette / "train" / c).mkdir(parents=True)
+    assert T.run_dir_for("smoke", data_root=imagenette) == plain  # Imagenette wherever it lies
 
 
 def test_run_dir_names_distinguish_configurations(runs_root: Path) -> None:
@@ -257,6 +272,8 @@ def test_load_trained_second_call_is_instant_and_changes_nothing(trained: Path) 
     assert not model.training
     final = _weights(trained / "epoch_002.pt")
     assert all(torch.equal(v, final[k]) for k, v in model.state_dict().items())
+    auto = T.load_trained("smoke", device="auto", **TINY)  # the notebooks' default device
+    assert all(torch.equal(v.cpu(), final[k]) for k, v in auto.state_dict().items())
     first = T.load_trained("smoke", epoch=1, **TINY)
     assert not torch.equal(first.state_dict()["features.conv1.weight"], final["features.conv1.weight"])
     with pytest.raises(CheckpointError, match=r"available epochs: 1, 2"):

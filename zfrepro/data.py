@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import queue
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from .errors import DataError
 from .io import atomic_path, atomic_write_json, cache_dir
 
 __all__ = [
-    "IMG_EXTENSIONS", "ImageFolderDataset", "image_folder", "imagenette", "resolve_root", "load_image",
+    "IMG_EXTENSIONS", "IMAGENETTE_WNIDS", "ImageFolderDataset", "image_folder", "imagenette", "resolve_root", "load_image",
     "DecodedSplit", "decode_split", "pixel_mean", "ModelInputs", "load_split", "iterate_batches",
     "normalize", "center_crop", "ten_crop", "random_crop_flip", "random_resized_crop_flip", "class_names",
 ]
@@ -47,6 +48,9 @@ _WNID_NAMES = {
     "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
     "n03888257": "parachute",
 }
+
+#: The class folders (WordNet ids) of Imagenette, sorted.
+IMAGENETTE_WNIDS: tuple[str, ...] = tuple(sorted(_WNID_NAMES))
 
 _HOW_TO_GET_DATA = ("download Imagenette with zfrepro.data.imagenette(root, download=True) "
                     "(or run without a root), or set ZFREPRO_DATA / --data-root to an ImageFolder with train/ and val/")
@@ -193,15 +197,33 @@ def imagenette(root: str | Path | None = None, split: str = "train", size: str =
     ``size`` is torchvision's ("full", "320px", "160px"). With ``download=True`` the archive is
     fetched into ``root`` (default: the cache directory) unless already there; progress is shown.
     """
-    from torchvision.datasets import Imagenette
+    from torchvision import datasets
 
     base = Path(root).expanduser() if root is not None else cache_dir() / "imagenette"
-    if download:
+    done = base / f".imagenette-{size}.complete"  # written only after a whole download and extraction
+    if download and not done.is_file():
         print(f"zfrepro: downloading Imagenette ({size}) into {base} ...", file=sys.stderr)
+        staging = base / f".imagenette-{size}.partial"
+        if staging.exists():
+            shutil.rmtree(staging)  # a download killed earlier: start it again
+        try:
+            tv = datasets.Imagenette(str(staging), split=split, size=size, download=True)
+        except (OSError, RuntimeError) as exc:  # network errors, checksum mismatch, full disk
+            raise DataError(f"downloading Imagenette into {base} failed ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}): check the network and disk space, "
+                            "or set ZFREPRO_DATA to a local copy") from None
+        final = base / tv._size_root.name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tv._size_root, final)  # the extracted folder appears whole or not at all
+        for f in staging.iterdir():  # keep the verified archive beside it (no second download)
+            os.replace(f, base / f.name)
+        shutil.rmtree(staging, ignore_errors=True)
+        atomic_write_json({"size": size}, done)
     try:
-        tv = Imagenette(str(base), split=split, size=size, download=download)
-    except RuntimeError as exc:
-        raise DataError(f"Imagenette not found under {base} ({exc}): pass download=True or {_HOW_TO_GET_DATA}") from None
+        tv = datasets.Imagenette(str(base), split=split, size=size, download=False)
+    except RuntimeError:
+        raise DataError(f"Imagenette ({size}) is not under {base}: pass download=True or {_HOW_TO_GET_DATA}") from None
     return image_folder(tv._size_root, split)
 
 
@@ -272,14 +294,19 @@ def decode_split(dataset: ImageFolderDataset, size: int, *, progress: bool = Tru
     if progress:
         print(f"zfrepro: decoding {len(paths)} {dataset.split} images at {size}px into {npy.parent} (once)",
               file=sys.stderr)
+    for stale in npy.parent.glob(f".{npy.name}.*.tmp"):  # left by a decode that was killed
+        stale.unlink(missing_ok=True)
     with atomic_path(npy) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
         bar = _progress(len(paths), f"decode {dataset.split}", progress)
-        with ThreadPoolExecutor(max_workers=threads or min(8, (os.cpu_count() or 2) * 2)) as pool:
+        pool = ThreadPoolExecutor(max_workers=threads or min(8, (os.cpu_count() or 2) * 2))
+        try:
             for i, arr in enumerate(pool.map(lambda p: _decode_square(p, size), paths)):
                 out[i] = arr
                 bar.update(1)
-        bar.close()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # a bad file stops the decode at once
+            bar.close()
         out.flush()
         del out
     atomic_write_json({"fingerprint": fp, "labels": dataset.targets, "classes": dataset.classes,

@@ -40,10 +40,11 @@ class UnitPatches:
 
 def choose_maps(tops: TopActivations, n: int, seed: int = 0, alive_only: bool = True) -> list[int]:
     """A reproducible random subset of ``n`` feature maps of a scan (the paper shows "a random subset
-    of feature maps"); maps that never fire on the data are left out unless ``alive_only=False``."""
+    of feature maps"), another one per layer; maps that do not fire on all k of their top images are
+    left out unless ``alive_only=False`` (a silent unit projects to nothing)."""
     candidates = torch.arange(tops.values.shape[0])
     if alive_only:
-        candidates = candidates[tops.values[:, 0] > 0]
+        candidates = candidates[tops.values[:, -1] > 0]
     g = torch.Generator().manual_seed(seed * 1000 + sum(map(ord, tops.layer)))  # another subset per layer
     pick = candidates[torch.randperm(len(candidates), generator=g)[:n]]
     return sorted(int(c) for c in pick)

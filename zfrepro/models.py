@@ -15,6 +15,8 @@ constants, which the paper inherits without restating. Pooling is 3×3 stride 2 
 from __future__ import annotations
 
 import math
+import pickle
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -351,9 +353,15 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: train first (zfrepro train) or fix the path")
+    if isinstance(map_location, str):
+        try:
+            torch.device(map_location)
+        except (RuntimeError, ValueError):
+            raise ConfigError(f"map_location {map_location!r} is not a device: use 'cpu', 'cuda' or 'cuda:N'") from None
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, or unsafe content
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        # truncated, not a torch file, or unsafe content (weights_only refuses code)
         raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}): "
                               "the file is corrupt or not a zfrepro checkpoint; delete it and retrain") from None
     if isinstance(payload, dict) and "state_dict" in payload:

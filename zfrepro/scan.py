@@ -47,14 +47,16 @@ class _Stop(Exception):
 
 
 def top_activations(model: nn.Module, data: Dataset | DataLoader | Iterable, layers: Sequence[str] | None = None,
-                    k: int = 9, device: str | torch.device = "auto", batch_size: int = 64,
+                    k: int = 9, device: str | torch.device | None = None, batch_size: int = 64,
                     progress: bool = True) -> dict[str, TopActivations]:
     """One pass over ``data`` (``(image, label)`` pairs of model-ready tensors; a Dataset or a
     non-shuffling DataLoader) recording, for every feature map of every layer in ``layers``
     (default: all conv layers), the ``k`` images with the largest activation of that map — each
     image counted once per map, at its maximum over positions (the paper's "top 9 activations").
 
-    One forward per batch serves every layer; the forward stops after the deepest requested layer.
+    ``device`` (None or "auto") is the model's; the model is never moved (an explicit device that differs
+    from the model's is an error). One forward per batch serves every layer; the forward stops after
+    the deepest requested layer.
     Memory is O(k × channels) per layer, whatever the dataset size. Ties (and all-zero maps) resolve
     deterministically to the lower image index, and within an image to the first position in
     row-major order.
@@ -66,12 +68,19 @@ def top_activations(model: nn.Module, data: Dataset | DataLoader | Iterable, lay
             raise ConfigError(f"unknown layer {name!r}: valid layers are {', '.join(names)}")
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
-    dev = resolve_device(device)
+    own = next(model.parameters()).device
+    dev = own if device is None or str(device) == "auto" else resolve_device(device)
+    if dev.type != own.type or (dev.index is not None and own.index is not None and dev.index != own.index):
+        raise ConfigError(f"the model is on {own} but device={str(device)!r} was asked for: "
+                          f"move the model first (model.to({str(dev)!r})) or leave device unset")
+    dev = own
     loader = data if isinstance(data, DataLoader) else (
         DataLoader(data, batch_size=batch_size, shuffle=False) if isinstance(data, Dataset) else data)
-    if isinstance(loader, DataLoader) and loader.sampler is not None and \
-            isinstance(loader.sampler, torch.utils.data.RandomSampler):
-        raise ConfigError("top_activations needs data in a fixed order: pass a DataLoader with shuffle=False")
+    if isinstance(loader, DataLoader):
+        sampler = loader.batch_sampler.sampler if loader.batch_sampler is not None else loader.sampler
+        if not isinstance(sampler, torch.utils.data.SequentialSampler):
+            raise ConfigError(f"top_activations needs data in dataset order (image_index indexes the dataset), "
+                              f"but the DataLoader uses {type(sampler).__name__}: pass shuffle=False and no sampler")
     modules = {name: rectified_module(model, name) for name in layers}
     deepest = max(layers, key=names.index)
     batch_acts: dict[str, torch.Tensor] = {}
@@ -127,8 +136,8 @@ def top_activations(model: nn.Module, data: Dataset | DataLoader | Iterable, lay
         for h in handles:
             h.remove()
         model.train(was_training)
-    if seen == 0:
-        raise ConfigError("top_activations got no data: the dataset is empty")
+    if seen < k:
+        raise ConfigError(f"top_activations got {seen} images for k={k}: give at least k images or lower k")
     out: dict[str, TopActivations] = {}
     for name in layers:
         vals, img, arg = (t.cpu() for t in state[name])

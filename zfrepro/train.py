@@ -122,20 +122,38 @@ def _changed_fields(prof: Profile) -> dict[str, Any]:
     return {k: v for k, v in mine.items() if theirs.get(k) != v}
 
 
-def _run_name(prof: Profile, arch: str) -> str:
+def _data_tag(data_root: str | Path | None) -> str:
+    """``""`` for Imagenette (wherever it lies) or when no root is set (the download is Imagenette);
+    else ``-data<8 hex digits>``, a hash of the dataset's class folders, so that runs on another
+    dataset (an ImageNet folder, say) never share a directory with the Imagenette runs."""
+    root = data_root or os.environ.get("ZFREPRO_DATA") or None
+    if root is None:
+        return ""
+    train_dir = Path(root).expanduser() / "train"
+    if not train_dir.is_dir():
+        return ""  # the data layer reports the missing folder when data are needed
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes == list(_data.IMAGENETTE_WNIDS):
+        return ""
+    return "-data" + hashlib.sha1("\n".join(classes).encode()).hexdigest()[:8]
+
+
+def _run_name(prof: Profile, arch: str, data_root: str | Path | None = None) -> str:
     changed = _changed_fields(prof)
-    if not changed:
-        return arch
-    digest = hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{arch}-{digest}"
+    name = arch
+    if changed:
+        name += "-" + hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return name + _data_tag(data_root)
 
 
-def run_dir_for(profile: str | Profile = "default", arch: str = "zfnet", **overrides: Any) -> Path:
-    """Where ``train(profile, arch=arch, **overrides)`` writes: ``runs_dir()/<profile>/<arch>``,
-    plus ``-<8 hex digits>`` (a hash of the overridden fields) when any field differs from the
-    named profile, so that different configurations never share a directory."""
+def run_dir_for(profile: str | Profile = "default", arch: str = "zfnet", *, data_root: str | Path | None = None,
+                **overrides: Any) -> Path:
+    """Where ``train(profile, arch=arch, data_root=data_root, **overrides)`` writes:
+    ``runs_dir()/<profile>/<arch>``, plus ``-<8 hex digits>`` (a hash of the overridden fields) when
+    any field differs from the named profile, plus ``-data<8 hex digits>`` for a dataset other than
+    Imagenette, so that different configurations and datasets never share a directory."""
     prof, arch = resolve_profile(profile, arch, **overrides)
-    return _io.runs_dir() / prof.name / _run_name(prof, arch)
+    return _io.runs_dir() / prof.name / _run_name(prof, arch, data_root)
 
 
 # ============================================================================ renormalisation
@@ -376,7 +394,7 @@ def evaluate(model: nn.Module, profile: str | Profile = "default", *, data_root:
     per_class = prof.train_per_class if split == "train" else prof.val_per_class
     dec = _data.decode_split(_data.image_folder(root, split).subset_per_class(per_class), prof.resize)
     mean = _data.training_mean(prof, root)
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    dev = resolve_device(device) if device is not None else next(model.parameters()).device
     sums = _eval_sums(model, dec, mean, prof, dev, torch.arange(len(dec)), crops, lambda x: x,
                       contextlib.nullcontext, batch_size).tolist()
     n = max(1.0, sums[3])
@@ -698,7 +716,8 @@ def train(profile: str | Profile = "default", *, arch: str = "zfnet", data_root:
     Under ``torchrun`` it trains with DDP (gloo on CPU, nccl on CUDA); rank 0 writes the files.
     """
     prof, arch = resolve_profile(profile, arch, **overrides)
-    run_dir = Path(out_dir).expanduser() if out_dir is not None else _io.runs_dir() / prof.name / _run_name(prof, arch)
+    run_dir = Path(out_dir).expanduser() if out_dir is not None else \
+        _io.runs_dir() / prof.name / _run_name(prof, arch, data_root)
     dist = _Dist(resolve_device(device))
     lock: _RunLock | None = None
     try:
@@ -917,7 +936,8 @@ def load_trained(profile: str | Profile = "default", arch: str = "zfnet", epoch:
     available device, resuming if interrupted) when the run is not complete. ``epoch=None`` → the
     final epoch; an int → that snapshot. Once trained, a call only loads the file."""
     prof, arch = resolve_profile(profile, arch, **overrides)
-    run_dir = _io.runs_dir() / prof.name / _run_name(prof, arch)
+    device = resolve_device(device)
+    run_dir = _io.runs_dir() / prof.name / _run_name(prof, arch, data_root)
     snaps = list_snapshots(run_dir)
     if prof.epochs not in snaps:  # the final snapshot is written last: its presence means complete
         train(prof, arch=arch, data_root=data_root, device="auto")
