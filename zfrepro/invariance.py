@@ -1,0 +1,114 @@
+"""Invariance to translation, scale and rotation (Fig. 5, §4.4).
+
+:func:`transform` moves, zooms or rotates one image, keeping its size and filling uncovered pixels
+with the dataset mean (zero for mean-subtracted model inputs, as the paper's preprocessing would
+leave them). :func:`feature_distance_curves` measures, for each transformed image, the Euclidean
+distance between its feature vector and the original's at chosen layers, and the probability of the
+true label — the numbers behind the paper's 4×3 grid of curves.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .models import layer_names, rectified_module
+
+__all__ = ["KINDS", "transform", "feature_distance_curves"]
+
+KINDS = ("translate", "scale", "rotate")
+
+
+def transform(image: torch.Tensor, kind: str, amount: float, fill: float = 0.0) -> torch.Tensor:
+    """``image`` (C×H×W) translated vertically by ``amount`` pixels (positive moves the content
+    down), zoomed about the centre by the ratio ``amount`` ≥ 1 (``"scale"``), or rotated by
+    ``amount`` degrees about the centre (counter-clockwise); same size as the input, uncovered
+    pixels set to ``fill`` (0: the dataset mean for mean-subtracted inputs). Bilinear resampling.
+    Used by Fig. 5."""
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    if image.dim() != 3:
+        raise ConfigError(f"transform takes one C×H×W image, got shape {tuple(image.shape)}")
+    if kind not in KINDS:
+        raise ConfigError(f"unknown transformation {kind!r}: use one of {', '.join(KINDS)}")
+    amount = float(amount)
+    if kind == "translate":
+        shift = round(amount)
+        if shift == amount:  # whole pixels: an exact shift, no resampling
+            out = torch.full_like(image, fill)
+            h = image.shape[1]
+            if abs(shift) < h:
+                if shift >= 0:
+                    out[:, shift:] = image[:, :h - shift]
+                else:
+                    out[:, :h + shift] = image[:, -shift:]
+            return out
+        return TF.affine(image, angle=0.0, translate=[0.0, amount], scale=1.0, shear=[0.0, 0.0],
+                         interpolation=InterpolationMode.BILINEAR, fill=fill)
+    if kind == "scale":
+        if amount < 1.0:
+            raise ConfigError(f"scale takes a zoom ratio >= 1 (1 = unchanged), got {amount}")
+        return TF.affine(image, angle=0.0, translate=[0.0, 0.0], scale=amount, shear=[0.0, 0.0],
+                         interpolation=InterpolationMode.BILINEAR, fill=fill)
+    return TF.affine(image, angle=amount, translate=[0.0, 0.0], scale=1.0, shear=[0.0, 0.0],
+                     interpolation=InterpolationMode.BILINEAR, fill=fill)
+
+
+def feature_distance_curves(model: nn.Module, images: torch.Tensor, labels: Sequence[int], kind: str,
+                            amounts: Sequence[float], layers: Sequence[str] = ("conv1", "fc7"),
+                            fill: float = 0.0, batch_size: int = 64) -> Any:
+    """The numbers behind Fig. 5 for one transformation ``kind``: for every image (N×C×H×W model
+    inputs), amount and layer, the Euclidean distance between the layer's feature vector (its
+    rectified output, flattened) for the transformed image and for the original, and the model's
+    probability of the true label.
+
+    Returns a pandas DataFrame with columns ``image, label, kind, amount, layer, distance,
+    normalized_distance, p_true``. ``normalized_distance`` divides the distance by the norm of the
+    original's feature vector (a relative change, so that layers with very different scales share
+    one axis); the paper plots raw Euclidean distances with one axis per layer.
+    """
+    import pandas as pd
+
+    names = layer_names(model)
+    for name in layers:
+        if name not in names:
+            raise ConfigError(f"unknown layer {name!r}: valid layers are {', '.join(names)}")
+    labels = [int(v) for v in labels]
+    if len(labels) != len(images):
+        raise ConfigError(f"{len(images)} images but {len(labels)} labels: give one label per image")
+    dev = next(model.parameters()).device
+    feats: dict[str, torch.Tensor] = {}
+    hooks = [rectified_module(model, name).register_forward_hook(
+        lambda m, i, o, n=name: feats.__setitem__(n, o.detach().flatten(1))) for name in layers]
+    was_training = model.training
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    try:
+        with torch.no_grad():
+            for i, (img, label) in enumerate(zip(images, labels)):
+                batch = torch.stack([img] + [transform(img, kind, a, fill) for a in amounts]).to(dev)
+                outs: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+                probs = []
+                for s in range(0, len(batch), batch_size):
+                    probs.append(model(batch[s:s + batch_size]).softmax(1)[:, label].cpu())
+                    for n in layers:
+                        outs[n].append(feats[n].cpu())
+                p = torch.cat(probs)
+                for n in layers:
+                    f = torch.cat(outs[n])
+                    ref = f[0]
+                    dist = (f[1:] - ref).norm(dim=1)
+                    scale = ref.norm().clamp_min(1e-12)
+                    for j, (a, d) in enumerate(zip(amounts, dist.tolist())):
+                        rows.append(dict(image=i, label=label, kind=kind, amount=float(a), layer=n,
+                                         distance=d, normalized_distance=d / float(scale),
+                                         p_true=float(p[1 + j])))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return pd.DataFrame(rows)
