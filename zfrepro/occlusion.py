@@ -1,0 +1,97 @@
+"""Occlusion sensitivity (Fig. 7, §4.2): slide a grey square over the image and record the class
+probability, the most probable class, and the total activation of one layer-5 feature map.
+
+The occluded images are evaluated in batches (one forward per batch, never per position); every
+value equals brute-force evaluation of the occluded image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .models import layer_names, rectified_module
+
+__all__ = ["OcclusionResult", "occlusion_maps", "occluder_positions"]
+
+
+@dataclass
+class OcclusionResult:
+    """Maps indexed [row, col] of the occluder grid (top-left corners 0, stride, 2·stride, …)."""
+
+    prob: torch.Tensor        #: H'×W' probability of the target class
+    top_class: torch.Tensor   #: H'×W' most probable class
+    activation: torch.Tensor  #: H'×W' total activation of ``channel`` of ``layer``
+    channel: int
+    rows: list[int]
+    cols: list[int]
+    size: int
+    unoccluded_prob: float
+
+
+def occluder_positions(height: int, width: int, size: int, stride: int) -> tuple[list[int], list[int]]:
+    """Top-left rows and columns of a ``size``×``size`` square placed every ``stride`` pixels while it
+    lies inside a ``height``×``width`` image."""
+    if size < 1 or stride < 1:
+        raise ConfigError(f"occluder size and stride must be positive, got size={size}, stride={stride}")
+    if size > min(height, width):
+        raise ConfigError(f"occluder of {size} px does not fit a {height}×{width} image: use a smaller size")
+    return list(range(0, height - size + 1, stride)), list(range(0, width - size + 1, stride))
+
+
+def occlusion_maps(model: nn.Module, image: torch.Tensor, target: int, size: int | None = None,
+                   stride: int | None = None, fill: float | str = "mean", layer: str = "conv5",
+                   channel: int | None = None, batch_size: int = 64) -> OcclusionResult:
+    """Fig. 7 for one image (C×H×W model input): occlude a ``size``×``size`` square (default: a
+    quarter of the shorter side, the paper does not say) at every ``stride`` (default: size / 4)
+    and return P(``target``), the most probable class, and the total activation (sum over the map
+    of the rectified output) of feature map ``channel`` of ``layer`` (None: the map with the
+    largest total activation in the unoccluded image). ``fill`` is a number written into every
+    channel of the square, or ``"mean"``: the dataset mean, i.e. 0 for mean-subtracted inputs."""
+    if image.dim() != 3:
+        raise ConfigError(f"occlusion_maps takes one C×H×W image, got shape {tuple(image.shape)}")
+    if layer not in layer_names(model):
+        raise ConfigError(f"unknown layer {layer!r}: valid layers are {', '.join(layer_names(model))}")
+    c, h, w = image.shape
+    size = size or max(1, min(h, w) // 4)
+    stride = stride or max(1, size // 4)
+    value = 0.0 if fill == "mean" else float(fill)
+    rows, cols = occluder_positions(h, w, size, stride)
+    dev = next(model.parameters()).device
+    image = image.to(dev)
+    acts: list[torch.Tensor] = []
+    hook = rectified_module(model, layer).register_forward_hook(lambda m, i, o: acts.append(o.detach()))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(image[None])
+            if not 0 <= target < logits.shape[1]:
+                raise ConfigError(f"target class {target} is out of range: the model has {logits.shape[1]} classes")
+            base = acts.pop()
+            sums = base[0].flatten(1).sum(1) if base.dim() == 4 else base[0]
+            ch = int(sums.argmax()) if channel is None else int(channel)
+            if not 0 <= ch < sums.shape[0]:
+                raise ConfigError(f"channel {ch} is out of range: {layer} has {sums.shape[0]} maps")
+            p0 = float(logits.softmax(1)[0, target])
+            grid = [(r, q) for r in rows for q in cols]
+            probs, tops, totals = [], [], []
+            for s in range(0, len(grid), batch_size):
+                chunk = grid[s:s + batch_size]
+                x = image.expand(len(chunk), c, h, w).clone()
+                for b, (r, q) in enumerate(chunk):
+                    x[b, :, r:r + size, q:q + size] = value
+                out = model(x).softmax(1)
+                a = acts.pop()
+                probs.append(out[:, target])
+                tops.append(out.argmax(1))
+                totals.append(a[:, ch].flatten(1).sum(1) if a.dim() == 4 else a[:, ch])
+    finally:
+        hook.remove()
+        model.train(was_training)
+    shape = (len(rows), len(cols))
+    return OcclusionResult(torch.cat(probs).view(shape).cpu(), torch.cat(tops).view(shape).cpu(),
+                           torch.cat(totals).view(shape).cpu(), ch, rows, cols, size, p0)
