@@ -17,7 +17,7 @@ from torch import nn
 from .errors import ConfigError
 from .models import layer_names, rectified_module
 
-__all__ = ["KINDS", "transform", "feature_distance_curves"]
+__all__ = ["KINDS", "transform", "feature_distance_curves", "pick_one_per_class", "paper_amounts"]
 
 KINDS = ("translate", "scale", "rotate")
 
@@ -112,3 +112,32 @@ def feature_distance_curves(model: nn.Module, images: torch.Tensor, labels: Sequ
             h.remove()
         model.train(was_training)
     return pd.DataFrame(rows)
+
+
+def pick_one_per_class(labels: Sequence[int], n: int, seed: int = 0) -> list[int]:
+    """Indices of ``n`` images of ``n`` different classes (a reproducible random image of each of
+    ``n`` randomly chosen classes): Fig. 5's "5 example images"."""
+    labels_t = torch.as_tensor(list(labels))
+    classes = labels_t.unique()
+    if n > len(classes):
+        raise ConfigError(f"asked for {n} images of different classes, but the data has {len(classes)} classes")
+    g = torch.Generator().manual_seed(seed)
+    chosen = classes[torch.randperm(len(classes), generator=g)[:n]]
+    out = []
+    for c in chosen.tolist():
+        idx = (labels_t == c).nonzero().flatten()
+        out.append(int(idx[torch.randint(len(idx), (1,), generator=g)]))
+    return out
+
+
+def paper_amounts(kind: str, input_size: int = 224) -> list[float]:
+    """Fig. 5's ranges: vertical translation −60…60 px at 224 (scaled to ``input_size``, whole pixels),
+    zoom 1…1.8, rotation 0…350° in 10° steps."""
+    if kind == "translate":
+        top = round(60 * input_size / 224)
+        return [float(round(v)) for v in torch.linspace(-top, top, 13).tolist()]
+    if kind == "scale":
+        return [round(v, 3) for v in torch.linspace(1.0, 1.8, 9).tolist()]
+    if kind == "rotate":
+        return [float(a) for a in range(0, 360, 10)]
+    raise ConfigError(f"unknown transformation {kind!r}: use one of {', '.join(KINDS)}")

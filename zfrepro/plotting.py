@@ -17,7 +17,7 @@ from .io import atomic_path, project_root
 
 __all__ = ["save_figure", "figure_dir", "new_figure", "plot_architecture", "plot_image_grid", "to_image",
            "projection_to_image", "map_to_image", "plot_trace", "plot_unit_projection", "mosaic",
-           "plot_feature_grid", "plot_filters", "plot_evolution", "plot_filter_change"]
+           "plot_feature_grid", "plot_filters", "plot_evolution", "plot_filter_change", "plot_invariance"]
 
 
 def new_figure(figsize: tuple[float, float] = (6, 4), **kw: Any) -> Figure:
@@ -271,4 +271,35 @@ def plot_filter_change(changes: dict[int, dict[str, float]], ax: Any = None) -> 
     ax.set_ylabel("1 - mean cosine of filters")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
+    return fig
+
+
+def plot_invariance(curves: dict[str, Any], examples: dict[str, Sequence[Any]], layers: Sequence[str],
+                    class_names: Sequence[str] | None = None) -> Figure:
+    """Fig. 5: one row per transformation (``curves``: kind → DataFrame of
+    :func:`zfrepro.invariance.feature_distance_curves`), columns: example transformed images, the
+    feature distance at each of ``layers`` (normalised by the original's feature norm), and
+    P(true label); one line per image."""
+    kinds = list(curves)
+    fig = new_figure((3.0 * (2 + len(layers)), 2.6 * len(kinds)))
+    axes = np.atleast_2d(fig.subplots(len(kinds), 2 + len(layers)))
+    xlabels = {"translate": "vertical translation (pixels)", "scale": "scale ratio", "rotate": "rotation (degrees)"}
+    for r, kind in enumerate(kinds):
+        df = curves[kind]
+        ex = [to_image(e) for e in examples[kind]]
+        axes[r, 0].imshow(mosaic(ex, len(ex), gap=2, fill=1.0))
+        axes[r, 0].set_axis_off()
+        axes[r, 0].set_title(f"{kind}: examples", fontsize=8)
+        for c, what in enumerate(list(layers) + ["p_true"], start=1):
+            ax = axes[r, c]
+            for i, g in df.groupby("image"):
+                sel = g[g.layer == (layers[0] if what == "p_true" else what)]  # P(true) is stored per layer row
+                label = class_names[int(sel.label.iloc[0])] if class_names is not None else f"image {i}"
+                col = "p_true" if what == "p_true" else "normalized_distance"
+                ax.plot(sel.amount, sel[col], marker=".", ms=3, lw=1, label=label)
+            ax.set_xlabel(xlabels.get(kind, kind), fontsize=8)
+            ax.set_ylabel("P(true class)" if what == "p_true" else f"{what}: distance / |original|", fontsize=8)
+            ax.tick_params(labelsize=7)
+        if r == 0:
+            axes[r, -1].legend(fontsize=6)
     return fig
