@@ -78,3 +78,19 @@ def test_feature_distance_curves_table():
     assert abs(got - float(p)) < 1e-6
     with pytest.raises(ConfigError, match="unknown layer 'fc9'"):
         feature_distance_curves(model, images, [3, 7], "rotate", [0], layers=["fc9"])
+
+
+def test_paper_ranges_and_one_image_per_class():
+    from zfrepro.invariance import paper_amounts, pick_one_per_class
+
+    t = paper_amounts("translate", 224)
+    assert t[0] == -60 and t[-1] == 60 and 0.0 in t and len(t) == 13
+    assert paper_amounts("translate", 112)[-1] == 30
+    s = paper_amounts("scale")
+    assert s[0] == 1.0 and s[-1] == 1.8
+    assert paper_amounts("rotate")[-1] == 350.0
+    labels = [0, 0, 1, 1, 2, 2, 3]
+    idx = pick_one_per_class(labels, 3, seed=2)
+    assert len({labels[i] for i in idx}) == 3 and idx == pick_one_per_class(labels, 3, seed=2)
+    with pytest.raises(ConfigError, match="has 4 classes"):
+        pick_one_per_class(labels, 5)
