@@ -64,15 +64,14 @@ def class_names(classes: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------- reading images
 
 
-def load_image(path: str | Path) -> "Any":
-    """Open ``path`` as an RGB PIL image (greyscale, palette, CMYK and alpha images are converted).
-
-    A corrupt or truncated file raises :class:`DataError` naming the path.
-    """
+def _open_rgb(path: str | Path, draft: int | None = None) -> "Any":
+    """Open ``path`` as RGB (JPEG ``draft``: decode at the smallest scale still >= draft×draft)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            if draft:
+                img.draft("RGB", (draft, draft))
             img.load()
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")
@@ -82,20 +81,19 @@ def load_image(path: str | Path) -> "Any":
                         "replace or delete it") from None
 
 
+def load_image(path: str | Path) -> "Any":
+    """Open ``path`` as an RGB PIL image (greyscale, palette, CMYK and alpha images are converted).
+
+    A corrupt or truncated file raises :class:`DataError` naming the path.
+    """
+    return _open_rgb(path)
+
+
 def _decode_square(path: str | Path, size: int) -> np.ndarray:
     """Decode ``path``, resize its shorter side to ``size`` and centre-crop ``size``×``size``; 3×S×S uint8."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))  # JPEG: decode at the smallest scale still >= size
-            img.load()
-            if img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-            img = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read image {path} ({exc}): the file is corrupt or truncated; "
-                        "replace or delete it") from None
+    img = _open_rgb(path, draft=size)
     w, h = img.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
