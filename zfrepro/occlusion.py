@@ -1,21 +1,25 @@
 """Occlusion sensitivity (Fig. 7, §4.2): slide a grey square over the image and record the class
 probability, the most probable class, and the total activation of one layer-5 feature map.
 
-The occluded images are evaluated in batches (one forward per batch, never per position); every
-value equals brute-force evaluation of the occluded image.
+The occluded images are evaluated in batches (one forward per batch, never per position), and by
+default *incrementally* (:mod:`zfrepro.incremental`): each layer recomputes only the rectangle of
+its map that the square can reach, the rest comes from one forward pass of the original image.
+Every value equals brute-force evaluation of the occluded image to float rounding (tested).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
+from .incremental import IncrementalFeatures, supports_incremental
 from .models import layer_names, rectified_module
 
-__all__ = ["OcclusionResult", "occlusion_maps", "occluder_positions"]
+__all__ = ["OcclusionResult", "occlusion_maps", "occluder_positions", "sensitivity_drop", "drop_summary"]
 
 
 @dataclass
@@ -44,13 +48,19 @@ def occluder_positions(height: int, width: int, size: int, stride: int) -> tuple
 
 def occlusion_maps(model: nn.Module, image: torch.Tensor, target: int, size: int | None = None,
                    stride: int | None = None, fill: float | str = "mean", layer: str = "conv5",
-                   channel: int | None = None, batch_size: int = 64) -> OcclusionResult:
+                   channel: int | None = None, batch_size: int = 64, *,
+                   method: str = "incremental") -> OcclusionResult:
     """Fig. 7 for one image (C×H×W model input): occlude a ``size``×``size`` square (default: a
     quarter of the shorter side, the paper does not say) at every ``stride`` (default: size / 4)
     and return P(``target``), the most probable class, and the total activation (sum over the map
     of the rectified output) of feature map ``channel`` of ``layer`` (None: the map with the
     largest total activation in the unoccluded image). ``fill`` is a number written into every
-    channel of the square, or ``"mean"``: the dataset mean, i.e. 0 for mean-subtracted inputs."""
+    channel of the square, or ``"mean"``: the dataset mean, i.e. 0 for mean-subtracted inputs.
+    ``method``: ``"incremental"`` (recompute only what the square changes; falls back to brute
+    force for a model without a ``features`` stack) or ``"brute"`` (whole occluded images);
+    both give the same maps. Used by Fig. 7 (``06_occlusion``)."""
+    if method not in ("incremental", "brute"):
+        raise ConfigError(f"unknown occlusion method {method!r}: use 'incremental' or 'brute'")
     if image.dim() != 3:
         raise ConfigError(f"occlusion_maps takes one C×H×W image, got shape {tuple(image.shape)}")
     if layer not in layer_names(model):
@@ -78,14 +88,28 @@ def occlusion_maps(model: nn.Module, image: torch.Tensor, target: int, size: int
                 raise ConfigError(f"channel {ch} is out of range: {layer} has {sums.shape[0]} maps")
             p0 = float(logits.softmax(1)[0, target])
             grid = [(r, q) for r in rows for q in cols]
+            inc = None
+            if method == "incremental" and supports_incremental(model):
+                hook.remove()  # the incremental engine reads the watched map itself
+                inc = IncrementalFeatures(model, image, (size, size), grid, rectified_module(model, layer))
+                if not inc.exact:  # the model's forward is not features-then-rest: brute force
+                    inc = None
+                    hook = rectified_module(model, layer).register_forward_hook(
+                        lambda m, i, o: acts.append(o.detach()))
             probs, tops, totals = [], [], []
             for s in range(0, len(grid), batch_size):
                 chunk = grid[s:s + batch_size]
-                x = image.expand(len(chunk), c, h, w).clone()
-                for b, (r, q) in enumerate(chunk):
-                    x[b, :, r:r + size, q:q + size] = value
-                out = model(x).softmax(1)
-                a = acts.pop()
+                if inc is not None:
+                    patch = torch.full((len(chunk), c, size, size), value, dtype=image.dtype, device=dev)
+                    logits, sums_ = inc.run(patch, chunk)
+                    out = logits.softmax(1)
+                    a = sums_
+                else:
+                    x = image.expand(len(chunk), c, h, w).clone()
+                    for b, (r, q) in enumerate(chunk):
+                        x[b, :, r:r + size, q:q + size] = value
+                    out = model(x).softmax(1)
+                    a = acts.pop()
                 probs.append(out[:, target])
                 tops.append(out.argmax(1))
                 totals.append(a[:, ch].flatten(1).sum(1) if a.dim() == 4 else a[:, ch])
@@ -95,3 +119,44 @@ def occlusion_maps(model: nn.Module, image: torch.Tensor, target: int, size: int
     shape = (len(rows), len(cols))
     return OcclusionResult(torch.cat(probs).view(shape).cpu(), torch.cat(tops).view(shape).cpu(),
                            torch.cat(totals).view(shape).cpu(), ch, rows, cols, size, p0)
+
+
+def sensitivity_drop(model: nn.Module, data: Any, indices: Sequence[int], size: int | None = None,
+                     stride: int | None = None, *, seed: int = 0, batch_size: int = 64) -> Any:
+    """What Fig. 7 shows qualitatively, measured: for each image ``data[i]`` (an ``(image, label)``
+    dataset), P(correct class) unoccluded (``p0``), at the most sensitive occluder position
+    (``p_min``: the minimum of the map) and at one uniformly random position (``p_random``); the
+    drops ``drop_max = p0 − p_min`` and ``drop_random = p0 − p_random``. A DataFrame, one row per image."""
+    import pandas as pd
+
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in indices:
+        x, y = data[int(i)]
+        res = occlusion_maps(model, x, int(y), size, stride, batch_size=batch_size)
+        flat = res.prob.flatten()
+        j = int(torch.randint(len(flat), (1,), generator=g))
+        rows.append(dict(index=int(i), label=int(y), p0=res.unoccluded_prob, p_min=float(flat.min()),
+                         p_random=float(flat[j]), drop_max=res.unoccluded_prob - float(flat.min()),
+                         drop_random=res.unoccluded_prob - float(flat[j])))
+    return pd.DataFrame(rows)
+
+
+def drop_summary(df: Any, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean drop of P(correct) at the most sensitive and at a random occluder position, and their
+    paired difference, each with a bootstrap percentile confidence interval over images."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(df)
+    if n < 2:
+        raise ConfigError("drop_summary needs at least 2 images")
+    idx = torch.randint(n, (resamples, n), generator=g)
+    out: dict[str, float] = {"images": float(n), "confidence": confidence}
+    lo_q, hi_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+    for name, col in (("sensitive", df["drop_max"]), ("random", df["drop_random"]),
+                      ("difference", df["drop_max"] - df["drop_random"])):
+        v = torch.tensor(col.to_numpy(), dtype=torch.float64)
+        boots = v[idx].mean(1)
+        out[f"{name}_mean"] = float(v.mean())
+        out[f"{name}_ci_low"] = float(torch.quantile(boots, lo_q))
+        out[f"{name}_ci_high"] = float(torch.quantile(boots, hi_q))
+    return out
