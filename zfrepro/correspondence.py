@@ -1,13 +1,222 @@
 """Correspondence analysis (Fig. 8, Table 1, §4.3): does masking the same object part change the
-representation in the same way across images?"""
+representation in the same way across images?
+
+The paper masks the right eye, the left eye and the nose of 5 frontal dog images (and, as a control,
+squares at random positions), takes ε_i^l = x_i^l − x̃_i^l (features of the original minus those of
+the masked image at layer l) and reports Δ_l = Σ_{i≠j} H(sign ε_i^l, sign ε_j^l). Lower Δ = the
+masking changes every image the same way = the network implicitly matches the part across images.
+
+Our annotations (``data/springer_faces.csv``) give eye and nose centres of hand-picked frontal
+English springer faces; :func:`correspondence_table` draws 5 of them at a time.
+"""
 
 from __future__ import annotations
 
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
 import torch
+from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+from .models import layer_names, rectified_module
 
-__all__ = ["sign_change"]
+__all__ = ["PARTS", "FaceAnnotation", "FaceSet", "load_annotations", "prepare_faces", "mask_images",
+           "layer_features", "sign_change", "correspondence_table", "PAPER_TABLE1", "MASK_SCALE"]
+
+#: The masked parts, in the paper's order. "Right eye" is the dog's right eye (image left in a frontal view).
+PARTS = ("right_eye", "left_eye", "nose")
+#: Side of a mask as a fraction of the distance between the eyes (the face's scale): squares that cover
+#: one eye without touching the other, as in the paper's Fig. 8.
+MASK_SCALE = 0.7
+#: Table 1 (layer 5, layer 7): mean and ± of Δ, verbatim.
+PAPER_TABLE1 = {
+    ("right_eye", "layer 5"): (0.067, 0.007), ("right_eye", "layer 7"): (0.069, 0.015),
+    ("left_eye", "layer 5"): (0.069, 0.007), ("left_eye", "layer 7"): (0.068, 0.013),
+    ("nose", "layer 5"): (0.079, 0.017), ("nose", "layer 7"): (0.069, 0.011),
+    ("random", "layer 5"): (0.107, 0.017), ("random", "layer 7"): (0.073, 0.014),
+}
+_COLUMNS = ("file", "width", "height", "right_eye_x", "right_eye_y", "left_eye_x", "left_eye_y", "nose_x", "nose_y")
+
+
+@dataclass(frozen=True)
+class FaceAnnotation:
+    """One annotated face: ``file`` relative to the split root, the image size it was annotated at,
+    and the part centres (x, y) in that image's pixels."""
+
+    file: str
+    width: int
+    height: int
+    right_eye: tuple[float, float]
+    left_eye: tuple[float, float]
+    nose: tuple[float, float]
+    entry: str = ""  # "path:line", for error messages
+
+    def point(self, part: str) -> tuple[float, float]:
+        return getattr(self, part)
+
+    @property
+    def eye_distance(self) -> float:
+        return math.dist(self.right_eye, self.left_eye)
+
+
+def default_annotations() -> Path:
+    """``data/springer_faces.csv`` of the project."""
+    from .io import project_root
+
+    return project_root() / "data" / "springer_faces.csv"
+
+
+def load_annotations(path: str | Path | None = None) -> list[FaceAnnotation]:
+    """Read a face-annotation CSV (columns ``file,width,height,right_eye_x,right_eye_y,left_eye_x,
+    left_eye_y,nose_x,nose_y``; ``#`` lines are comments). Every entry is checked: a point outside
+    its image, or a mask that would leave it, raises :class:`ConfigError` naming the entry."""
+    path = Path(path) if path is not None else default_annotations()
+    if not path.is_file():
+        raise DataError(f"annotation file {path} does not exist: pass the path of a CSV with columns {','.join(_COLUMNS)}")
+    out: list[FaceAnnotation] = []
+    with open(path, newline="") as fh:
+        lines = [(n, ln) for n, ln in enumerate(fh, start=1) if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise DataError(f"annotation file {path} has no entries")
+    header = [c.strip() for c in next(csv.reader([lines[0][1]]))]
+    if tuple(header) != _COLUMNS:
+        raise DataError(f"{path}:{lines[0][0]}: header must be {','.join(_COLUMNS)}, got {','.join(header)}")
+    for n, ln in lines[1:]:
+        row = [c.strip() for c in next(csv.reader([ln]))]
+        entry = f"{path.name}:{n} ({row[0] if row else ''})"
+        if len(row) != len(_COLUMNS):
+            raise ConfigError(f"{entry}: expected {len(_COLUMNS)} fields, got {len(row)}")
+        try:
+            w, h = int(row[1]), int(row[2])
+            v = [float(x) for x in row[3:]]
+        except ValueError:
+            raise ConfigError(f"{entry}: width/height must be integers and coordinates numbers") from None
+        ann = FaceAnnotation(row[0], w, h, (v[0], v[1]), (v[2], v[3]), (v[4], v[5]), entry)
+        _check_entry(ann)
+        out.append(ann)
+    return out
+
+
+def _check_entry(ann: FaceAnnotation, scale: float = MASK_SCALE) -> None:
+    side = min(ann.width, ann.height)
+    left, top = (ann.width - side) / 2, (ann.height - side) / 2
+    if ann.eye_distance <= 0:
+        raise ConfigError(f"{ann.entry}: the two eyes are at the same point; re-annotate the entry")
+    half = scale * ann.eye_distance / 2
+    for part in PARTS:
+        x, y = ann.point(part)
+        if not (0 <= x < ann.width and 0 <= y < ann.height):
+            raise ConfigError(f"{ann.entry}: {part} ({x:g}, {y:g}) lies outside the {ann.width}×{ann.height} image; "
+                              "fix the coordinates (x, y in pixels of the annotated image)")
+        if not (left <= x - half and x + half <= left + side and top <= y - half and y + half <= top + side):
+            raise ConfigError(f"{ann.entry}: the {part} mask ({2 * half:.0f} px square) leaves the image's central "
+                              f"{side}×{side} square; choose a face farther from the border")
+
+
+@dataclass
+class FaceSet:
+    """Model-ready annotated faces: ``images`` N×3×S×S (the centred square of each image resized to
+    the network's input, mean-subtracted like the validation data), part centres in those pixels
+    (``points[part]``: N×2, x/y), and the mask side of each face (``mask_size``: N, pixels)."""
+
+    images: torch.Tensor
+    points: dict[str, torch.Tensor]
+    mask_size: torch.Tensor
+    annotations: list[FaceAnnotation]
+    mean: torch.Tensor
+    scale: float
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to_display(self, x: torch.Tensor) -> torch.Tensor:
+        """Model inputs → RGB in [0, 1]."""
+        return ((x.detach().cpu() * self.scale + self.mean) / 255.0).clamp(0, 1)
+
+
+def prepare_faces(annotations: Sequence[FaceAnnotation], profile: Any = "default",
+                  data_root: str | Path | None = None, split: str = "val") -> FaceSet:
+    """Load the annotated images from ``data_root/split`` and make them model inputs of ``profile``
+    (the centred square resized to ``input_size``; the per-pixel training mean subtracted, divided
+    by ``pixel_scale``); the annotations are rescaled to the image as found (a copy of the dataset
+    at another resolution works). A missing file raises :class:`DataError` naming the entry."""
+    import numpy as np
+    from PIL import Image
+
+    from .config import get_profile
+    from .data import center_crop, load_image, resolve_root, training_mean
+
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    if not annotations:
+        raise ConfigError("no face annotations given")
+    root = resolve_root(data_root)
+    s = prof.input_size
+    mean = center_crop(training_mean(prof, root, progress=False), s)
+    imgs, pts, sizes = [], {p: [] for p in PARTS}, []
+    for ann in annotations:
+        path = root / split / ann.file
+        if not path.is_file():
+            raise DataError(f"{ann.entry}: {path} does not exist; is data_root the right dataset (Imagenette val)?")
+        img = load_image(path)
+        w, h = img.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side)).resize((s, s), Image.BILINEAR)
+        imgs.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()))
+        fx, fy = w / ann.width, h / ann.height  # annotated size → size found
+        k = s / side
+        for part in PARTS:
+            x, y = ann.point(part)
+            pts[part].append(((x * fx - left) * k, (y * fy - top) * k))
+        sizes.append(max(2, round(MASK_SCALE * ann.eye_distance * fx * k)))
+    x = (torch.stack(imgs).float() - mean) / prof.pixel_scale
+    return FaceSet(x, {p: torch.tensor(v) for p, v in pts.items()}, torch.tensor(sizes), list(annotations),
+                   mean, float(prof.pixel_scale))
+
+
+def mask_images(images: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """Copies of ``images`` (N×C×H×W) with a ``sizes[i]``-pixel square centred on ``centres[i]``
+    (x, y) set to ``fill`` (0: the dataset mean for model inputs). A square leaving its image
+    raises :class:`ConfigError` naming the image index. Fig. 8's masked columns."""
+    out = images.clone()
+    n, _, h, w = images.shape
+    for i in range(n):
+        s = int(sizes[i])
+        x0 = int(round(float(centres[i][0]) - s / 2))
+        y0 = int(round(float(centres[i][1]) - s / 2))
+        if x0 < 0 or y0 < 0 or x0 + s > w or y0 + s > h:
+            raise ConfigError(f"image {i}: a {s}-px mask at ({float(centres[i][0]):.0f}, {float(centres[i][1]):.0f}) "
+                              f"leaves the {w}×{h} image")
+        out[i, :, y0:y0 + s, x0:x0 + s] = fill
+    return out
+
+
+def layer_features(model: nn.Module, images: torch.Tensor, layers: Sequence[str], batch_size: int = 64
+                   ) -> dict[str, torch.Tensor]:
+    """Each layer's rectified output, flattened: ``{layer: N×d}`` (the paper's x_i^l)."""
+    names = layer_names(model)
+    for name in layers:
+        if name not in names:
+            raise ConfigError(f"unknown layer {name!r}: valid layers are {', '.join(names)}")
+    dev = next(model.parameters()).device
+    got: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+    hooks = [rectified_module(model, n).register_forward_hook(
+        lambda m, i, o, n=n: got[n].append(o.detach().flatten(1).cpu())) for n in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for s in range(0, len(images), batch_size):
+                model(images[s:s + batch_size].to(dev))
+    finally:
+        for hk in hooks:
+            hk.remove()
+        model.train(was_training)
+    return {n: torch.cat(v) for n, v in got.items()}
 
 
 def sign_change(eps: torch.Tensor) -> float:
@@ -24,3 +233,48 @@ def sign_change(eps: torch.Tensor) -> float:
     for i in range(n):  # n is small (5 in the paper): O(n²·d) without an n×n×d tensor
         total += float((s[i][None] != s).float().sum())
     return total / (n * (n - 1) * d)
+
+
+def random_centres(faces: FaceSet, idx: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """One random position, the same (in pixels) for every image of ``idx``, such that each image's
+    mask lies inside it: the control of Table 1."""
+    s = int(faces.mask_size[list(idx)].max())
+    size = faces.images.shape[-1]
+    lo, hi = s / 2, size - s / 2
+    x = lo + float(torch.rand(1, generator=generator)) * (hi - lo)
+    y = lo + float(torch.rand(1, generator=generator)) * (hi - lo)
+    return torch.tensor([[x, y]] * len(idx))
+
+
+def correspondence_table(model: nn.Module, faces: FaceSet, layers: Sequence[str] = ("conv5", "fc7"), *,
+                         n: int = 5, draws: int = 20, random_per_draw: int = 5, seed: int = 0) -> Any:
+    """Table 1: Δ (:func:`sign_change`) of each part and of random masks at each layer, mean ± std
+    over ``draws`` random draws of ``n`` faces (and ``random_per_draw`` random positions per draw
+    for the control). Returns a DataFrame with columns ``part, layer, mean, std, draws`` plus the
+    paper's values where the layer is conv5 / fc7 (the paper's layers 5 and 7)."""
+    import pandas as pd
+
+    if not 2 <= n <= len(faces):
+        raise ConfigError(f"n must be between 2 and the {len(faces)} annotated faces, got {n}")
+    g = torch.Generator().manual_seed(seed)
+    base = layer_features(model, faces.images, layers)
+    values: dict[tuple[str, str], list[float]] = {(p, ly): [] for p in (*PARTS, "random") for ly in layers}
+    for _ in range(draws):
+        idx = torch.randperm(len(faces), generator=g)[:n].tolist()
+        imgs, sizes = faces.images[idx], faces.mask_size[idx]
+        for part in PARTS:
+            feats = layer_features(model, mask_images(imgs, faces.points[part][idx], sizes), layers)
+            for ly in layers:
+                values[(part, ly)].append(sign_change(base[ly][idx] - feats[ly]))
+        for _ in range(random_per_draw):
+            feats = layer_features(model, mask_images(imgs, random_centres(faces, idx, g), sizes), layers)
+            for ly in layers:
+                values[("random", ly)].append(sign_change(base[ly][idx] - feats[ly]))
+    paper_name = {"conv5": "layer 5", "fc7": "layer 7"}
+    rows = []
+    for (part, ly), v in values.items():
+        t = torch.tensor(v)
+        ref = PAPER_TABLE1.get((part, paper_name.get(ly, "")), (float("nan"), float("nan")))
+        rows.append(dict(part=part, layer=ly, mean=float(t.mean()), std=float(t.std()) if len(v) > 1 else 0.0,
+                         draws=len(v), paper_mean=ref[0], paper_std=ref[1]))
+    return pd.DataFrame(rows)

@@ -90,3 +90,17 @@ def runs_dir() -> Path:
     """Where training runs and snapshots go: ``ZFREPRO_RUNS``, else ``<project root>/runs``."""
     env = os.environ.get("ZFREPRO_RUNS")
     return Path(env).expanduser() if env else project_root() / "runs"
+
+
+def results_dir(profile: str = "default") -> Path:
+    """Where notebooks write the numbers they compute: ``ZFREPRO_RESULTS/<profile>``, else
+    ``<project root>/results/<profile>`` (``default`` is committed; other profiles are ignored)."""
+    env = os.environ.get("ZFREPRO_RESULTS")
+    base = Path(env).expanduser() if env else project_root() / "results"
+    return base / profile
+
+
+def write_results(name: str, values: Any, profile: str = "default") -> Path:
+    """Write one notebook's numbers to ``results/<profile>/<name>.json`` atomically (sorted keys,
+    so a rerun with the same numbers leaves the file unchanged)."""
+    return atomic_write_json(values, results_dir(profile) / f"{name}.json")
