@@ -17,7 +17,8 @@ from .io import atomic_path, project_root
 
 __all__ = ["save_figure", "figure_dir", "new_figure", "plot_architecture", "plot_image_grid", "to_image",
            "projection_to_image", "map_to_image", "plot_trace", "plot_unit_projection", "mosaic",
-           "plot_feature_grid", "plot_filters", "plot_evolution", "plot_filter_change", "plot_invariance"]
+           "plot_feature_grid", "plot_filters", "plot_evolution", "plot_filter_change", "plot_invariance",
+           "robust_scale", "plot_occlusion", "plot_faces"]
 
 
 def new_figure(figsize: tuple[float, float] = (6, 4), **kw: Any) -> Figure:
@@ -131,6 +132,16 @@ def projection_to_image(p: Any, scale: float | None = None) -> np.ndarray:
     return np.clip(0.5 + a / (2 * s), 0, 1) if s > 0 else np.full_like(a, 0.5)
 
 
+def robust_scale(p: Any, q: float = 0.995) -> float:
+    """A contrast scale for signed projections: the ``q`` quantile of |p| over the whole stack (the
+    max would let a few extreme pixels grey out everything else; the paper enhances contrast)."""
+    a = np.abs(p.detach().cpu().float().numpy() if hasattr(p, "detach") else np.asarray(p, dtype=np.float32))
+    nz = a[a > 0]
+    if nz.size == 0:
+        return 1.0
+    return float(np.quantile(nz, q)) or float(nz.max())
+
+
 def map_to_image(m: Any) -> np.ndarray:
     """A stack of feature maps C×H×W (or one H×W map) → one H×W image: the sum of |maps|."""
     a = m.detach().cpu().float().numpy() if hasattr(m, "detach") else np.asarray(m, dtype=np.float32)
@@ -194,7 +205,7 @@ def mosaic(tiles: Sequence[np.ndarray], ncols: int, gap: int = 2, fill: float = 
 
 def plot_feature_grid(units: Any, ncols: int = 2, title: str = "", tile_inches: float = 1.5) -> Figure:
     """Fig. 2 for one layer: for each feature map, its top-k deconvnet projections (contrast-normalised
-    together, per grid, zero at grey) beside the matching image patches, on a grey background.
+    together, per grid, zero at grey, saturating the top 0.5 % of |values|: :func:`robust_scale`) beside the matching image patches, on a grey background.
     ``units`` is a :class:`zfrepro.features.UnitPatches`."""
     m, k = units.projections.shape[:2]
     side = int(round(k ** 0.5))
@@ -206,7 +217,7 @@ def plot_feature_grid(units: Any, ncols: int = 2, title: str = "", tile_inches: 
     for i in range(m):
         r, c = divmod(i, ncols)
         proj = units.projections[i]
-        scale = float(proj.abs().max()) or 1.0
+        scale = robust_scale(proj)
         axes[r, 2 * c].imshow(mosaic([projection_to_image(p, scale) for p in proj], side))
         axes[r, 2 * c + 1].imshow(mosaic([to_image(p) for p in units.patches[i]], side))
         axes[r, 2 * c].set_title(f"map {units.maps[i]}", fontsize=7, color="white", pad=2)
@@ -302,4 +313,96 @@ def plot_invariance(curves: dict[str, Any], examples: dict[str, Sequence[Any]], 
             ax.tick_params(labelsize=7)
         if r == 0:
             axes[r, -1].legend(fontsize=6)
+    return fig
+
+
+def plot_occlusion(rows: Sequence[dict[str, Any]], class_names: Sequence[str], tile_inches: float = 2.0) -> Figure:
+    """Fig. 7: one row per image, the paper's columns — (a) the image with the occluder drawn at one
+    position, (b) total activation of the layer-5 map strongest in the unoccluded image vs occluder
+    position, (c) the deconvnet projection of that map's strongest unit in this image (box: its
+    receptive field) and (c′) the map's top projections in other images, (d) P(correct class) vs
+    occluder position, (e) the most probable class vs occluder position, with a legend.
+
+    Each row: ``image`` (3×H×W in [0, 1]), ``result`` (:class:`zfrepro.occlusion.OcclusionResult`),
+    ``target`` (int), ``projection`` (3×H×W signed), ``box`` (top, left, bottom, right), ``others``
+    (k×3×R×R signed projections from the scan), ``layer`` (str)."""
+    import matplotlib
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch, Rectangle
+
+    palette = [tuple(c) for c in np.asarray(matplotlib.colormaps["tab20"].colors)]
+    fig = new_figure((6 * tile_inches + 1.2, len(rows) * tile_inches + 0.5))
+    axes = np.atleast_2d(fig.subplots(len(rows), 6))
+    titles = ["(a) input; grey: the most sensitive occluder", "(b) {layer} map {ch}: total activation", "(c) its strongest unit, projected",
+              "(c′) its top units in other images", "(d) P({name})", "(e) most probable class"]
+    for r, row in enumerate(rows):
+        res, img = row["result"], to_image(row["image"])
+        h, w = img.shape[:2]
+        half = res.size / 2
+        # map coordinates: occluder centres in image pixels
+        ext = (res.cols[0] + half - 0.5, res.cols[-1] + half + 0.5, res.rows[-1] + half + 0.5, res.rows[0] + half - 0.5)
+        a = axes[r]
+        a[0].imshow(img)
+        j = int(res.prob.flatten().argmin())
+        rr, cc = res.rows[j // len(res.cols)], res.cols[j % len(res.cols)]
+        a[0].add_patch(Rectangle((cc - 0.5, rr - 0.5), res.size, res.size, color="0.5", alpha=0.85))
+        im = a[1].imshow(res.activation.numpy(), cmap="magma", extent=ext)
+        fig.colorbar(im, ax=a[1], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+        a[2].imshow(projection_to_image(row["projection"], robust_scale(row["projection"])))
+        t, l, b, rgt = row["box"]
+        a[2].add_patch(Rectangle((l - 0.5, t - 0.5), rgt - l, b - t, fill=False, ec="black", lw=1.2))
+        a[2].set_xlim(-0.5, w - 0.5)
+        a[2].set_ylim(h - 0.5, -0.5)
+        others = row["others"]
+        side = max(1, int(round(len(others) ** 0.5)))
+        a[3].imshow(mosaic([projection_to_image(p, robust_scale(others)) for p in others], side))
+        im = a[4].imshow(res.prob.numpy(), cmap="jet", vmin=0, vmax=1, extent=ext)
+        fig.colorbar(im, ax=a[4], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+        present = sorted(set(res.top_class.flatten().tolist()))
+        lut = {c: i for i, c in enumerate(present)}
+        codes = res.top_class.clone().apply_(lambda v: lut[v]).numpy()
+        cmap = ListedColormap([palette[(2 * c) % 20 if c < 10 else (2 * c + 1) % 20] for c in present])
+        a[5].imshow(codes, cmap=cmap, norm=BoundaryNorm(np.arange(len(present) + 1) - 0.5, len(present)),
+                    extent=ext, interpolation="nearest")
+        names = [class_names[c] if c < len(class_names) else str(c) for c in present]
+        a[5].legend(handles=[Patch(color=cmap(i), label=n + (" (true)" if c == row["target"] else ""))
+                             for i, (c, n) in enumerate(zip(present, names))],
+                    fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        target_name = class_names[row["target"]] if row["target"] < len(class_names) else str(row["target"])
+        for c, ax in enumerate(a):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(titles[c].format(layer=row.get("layer", "conv5"), ch=res.channel, name=target_name),
+                         fontsize=7)
+    return fig
+
+
+def plot_faces(images: Sequence[Any], points: dict[str, Any], sizes: Sequence[int], ncols: int = 6,
+               labels: Sequence[str] | None = None) -> Figure:
+    """The correspondence annotations drawn on their images (Fig. 8's pool): each part's centre and
+    its mask square, so that a reader can check them. ``points``: part → N×2 (x, y)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    colors = {"right_eye": "red", "left_eye": "lime", "nose": "cyan"}
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig = new_figure((1.8 * ncols, 1.9 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for i, img in enumerate(images):
+        ax = axes[i]
+        ax.imshow(to_image(img))
+        s = float(sizes[i])
+        for part, pts in points.items():
+            x, y = float(pts[i][0]), float(pts[i][1])
+            c = colors.get(part, "yellow")
+            ax.add_patch(Rectangle((x - s / 2 - 0.5, y - s / 2 - 0.5), s, s, fill=False, ec=c, lw=0.8))
+            ax.plot([x - 0.5], [y - 0.5], marker="+", color=c, ms=5)
+        if labels is not None:
+            ax.set_title(labels[i], fontsize=6)
+    handles = [Line2D([], [], color=c, marker="+", ls="", label=p)
+               for p, c in colors.items() if p in points]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=7, frameon=False)
     return fig
