@@ -449,3 +449,33 @@ def test_full_disk_keeps_previous_snapshot_and_says_where(tmp_path: Path, traine
     monkeypatch.setattr(torch, "save", real_save)
     T.train("smoke", out_dir=run, device="cpu", progress=False, **TINY)
     _assert_same_weights(run / "epoch_002.pt", trained / "epoch_002.pt")
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "plateau"])
+def test_first_layer_lr_multiplier_keeps_its_ratio_through_the_schedule(schedule):
+    from zfrepro.config import get_profile
+    from zfrepro.models import init_weights, zfnet
+
+    prof = get_profile("smoke", first_lr_mult=5.0, schedule=schedule, warmup_epochs=0.5)
+    model = init_weights(zfnet(10, 64, 0.25, 32), "hybrid")
+    groups = T._param_groups(model, prof)
+    assert [len(g["params"]) for g in groups] == [2, len(list(model.parameters())) - 2]
+    assert groups[0]["params"][0] is model.features.conv1.weight
+    opt = torch.optim.SGD(groups, lr=prof.lr, momentum=0.9)
+    sched = T._Schedule(opt, prof, steps=10)
+    for step in range(1, 20):
+        lrs = [g["lr"] for g in opt.param_groups]
+        assert lrs[0] == pytest.approx(5 * lrs[1])
+        sched.after_batch(step)
+    assert len(T._param_groups(model, get_profile("smoke"))) == 1
+
+
+def test_hybrid_init_keeps_the_papers_first_layer():
+    from zfrepro.models import init_weights, zfnet
+
+    torch.manual_seed(0)
+    m = init_weights(zfnet(10, 128, 1.0, 1024), "hybrid")
+    assert float(m.features.conv1.weight.std()) == pytest.approx(0.01, rel=0.05)
+    he = (2 / (96 * 25)) ** 0.5  # conv2: He-normal, fan-in 96·5·5
+    assert float(m.features.conv2.weight.std()) == pytest.approx(he, rel=0.05)
+    assert float(m.classifier.fc8.weight.std()) == pytest.approx(0.01, rel=0.05)

@@ -48,6 +48,7 @@ class Profile:
     epochs: int = 70
     batch_size: int = 128
     lr: float = 1e-2
+    first_lr_mult: float = 1.0  # learning-rate multiplier of the first convolution (1: as the paper)
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "plateau"    # "plateau" (anneal ×0.1 on val plateaus), "onecycle", "cosine", "constant"

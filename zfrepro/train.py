@@ -240,6 +240,18 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(hashlib.sha256(f"zfrepro-data:{seed}:{epoch}".encode()).digest()[:8], "little") >> 1
 
 
+def _param_groups(model: nn.Module, prof: Profile) -> list[dict[str, Any]]:
+    """One SGD parameter group, or two when ``prof.first_lr_mult`` != 1: the first convolution
+    (weight and bias) at ``lr × first_lr_mult`` (Caffe's per-layer ``lr_mult``), the rest at ``lr``."""
+    params = list(model.parameters())
+    if prof.first_lr_mult == 1.0:
+        return [{"params": params, "lr": prof.lr}]
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    ids = {id(p) for p in first.parameters()} if first is not None else set()
+    return [{"params": [p for p in params if id(p) in ids], "lr": prof.lr * prof.first_lr_mult},
+            {"params": [p for p in params if id(p) not in ids], "lr": prof.lr}]
+
+
 class _Schedule:
     """Learning rate per profile: a per-batch torch scheduler and/or the epoch-level plateau one."""
 
@@ -258,7 +270,7 @@ class _Schedule:
         self.batch_until = total  # step the per-batch scheduler while global_step <= this
         if prof.schedule == "onecycle":
             pct = min(0.9, warm / total) if warm > 0 else 0.3
-            self.batch = ls.OneCycleLR(opt, max_lr=prof.lr, total_steps=total, pct_start=pct,
+            self.batch = ls.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total, pct_start=pct,
                                        cycle_momentum=False)
         elif prof.schedule == "cosine":
             def cosine(s: int) -> float:
@@ -309,7 +321,7 @@ class _Trainer:
         if self.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             self.amp_dtype = torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.amp_dtype == torch.float16 else None
-        self.opt = torch.optim.SGD(self.raw.parameters(), lr=prof.lr, momentum=prof.momentum,
+        self.opt = torch.optim.SGD(_param_groups(self.raw, prof), lr=prof.lr, momentum=prof.momentum,
                                    weight_decay=prof.weight_decay)
         self.sched = _Schedule(self.opt, prof, steps)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=prof.label_smoothing)
@@ -325,7 +337,7 @@ class _Trainer:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One SGD update on ``(x, y)`` then renormalisation; returns (loss·n, correct, lr used)
         without a host sync."""
-        lr = self.opt.param_groups[0]["lr"]
+        lr = self.opt.param_groups[-1]["lr"]
         x = self.prepare(x)
         with self.autocast():
             out = self.model(x)

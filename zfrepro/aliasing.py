@@ -1,0 +1,83 @@
+"""Architecture selection (Fig. 6, §4.1) in numbers: "dead" layer-1 filters, and the share of high
+spatial frequencies in layer-1 filters and layer-2 projections (the aliasing that the paper sees in
+the stride-4 network's layer 2).
+
+The paper shows these only as pictures; the definitions here are ours and are stated where used:
+
+- a layer-1 filter is *dead* when its RMS is below ``threshold`` (5 %) of the layer's largest
+  filter RMS: it contributes almost nothing next to the others (Fig. 6a/b "dead features");
+- the *high-frequency share* of an image or filter is the fraction of its spectral energy (|FFT|²
+  of each colour channel, mean removed) at radial frequencies above ``cutoff`` (0.4) × the
+  Nyquist frequency. A stride-4 first layer samples at a quarter of the pixel rate, so what its
+  layer-2 units see repeats every 4 pixels: energy at half the Nyquist frequency (and its
+  harmonics) — the grid-like artefacts of Fig. 6d. The cutoff sits below that line so that the
+  artefact counts as high frequency whole, not half.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from .errors import ConfigError
+
+__all__ = ["filter_rms", "dead_filter_fraction", "dominance", "high_frequency_share", "summarize"]
+
+
+def filter_rms(weight: torch.Tensor) -> torch.Tensor:
+    """RMS of each filter of a conv weight (C_out×C_in×k×k) — what §3's renormalisation clips at 0.1."""
+    w = weight.detach().float()
+    return w.pow(2).flatten(1).mean(1).sqrt()
+
+
+def dead_filter_fraction(weight: torch.Tensor, threshold: float = 0.05) -> float:
+    """Fraction of filters whose RMS is below ``threshold`` × the largest filter RMS of the layer (Fig. 6a-c)."""
+    rms = filter_rms(weight)
+    if rms.numel() == 0 or float(rms.max()) == 0.0:
+        return 1.0
+    return float((rms < threshold * rms.max()).float().mean())
+
+
+def dominance(weight: torch.Tensor, top: float = 0.05) -> float:
+    """Share of the layer's filter energy (sum of squared filter RMS) held by its strongest ``top``
+    fraction of filters (at least one): "a few filters dominate" (Fig. 6a) in one number. Equal
+    filters give ``top``; one filter holding everything gives 1."""
+    e = filter_rms(weight).pow(2)
+    k = max(1, int(round(top * e.numel())))
+    total = float(e.sum())
+    return float(e.sort(descending=True).values[:k].sum()) / total if total > 0 else float("nan")
+
+
+def high_frequency_share(x: torch.Tensor, cutoff: float = 0.4, pad_to: int | None = None) -> torch.Tensor:
+    """Per item of ``x`` (N×C×H×W: filters or projections), the fraction of spectral energy at radial
+    frequencies above ``cutoff`` × Nyquist (each channel's mean removed; channels summed). Small
+    filters are zero-padded to ``pad_to`` (default: 4× their size, at least 32) so the spectrum is
+    finely sampled. Items with no energy get NaN. Fig. 6 (aliasing)."""
+    if x.dim() != 4:
+        raise ConfigError(f"high_frequency_share takes N×C×H×W, got shape {tuple(x.shape)}")
+    if not 0 < cutoff < 2 ** 0.5:
+        raise ConfigError(f"cutoff is a fraction of the Nyquist frequency in (0, 1.414), got {cutoff}")
+    x = x.detach().double()
+    x = x - x.mean(dim=(2, 3), keepdim=True)
+    h, w = x.shape[-2:]
+    n = pad_to or max(32, 4 * max(h, w))
+    spec = torch.fft.fft2(x, s=(max(n, h), max(n, w))).abs().pow(2).sum(1)  # N×H'×W'
+    fy = torch.fft.fftfreq(spec.shape[-2], dtype=torch.float64)[:, None] / 0.5  # in units of Nyquist
+    fx = torch.fft.fftfreq(spec.shape[-1], dtype=torch.float64)[None, :] / 0.5
+    radius = (fy ** 2 + fx ** 2).sqrt()
+    total = spec.flatten(1).sum(1)
+    high = (spec * (radius > cutoff)).flatten(1).sum(1)
+    share = high / total
+    share[total <= 0] = float("nan")
+    return share.float()
+
+
+def summarize(values: Sequence[float] | torch.Tensor) -> dict[str, Any]:
+    """Median and interquartile range of finite values (for the Fig. 6 table)."""
+    t = torch.as_tensor(values, dtype=torch.float64)
+    t = t[torch.isfinite(t)]
+    if t.numel() == 0:
+        return {"median": float("nan"), "q25": float("nan"), "q75": float("nan"), "n": 0}
+    return {"median": float(t.median()), "q25": float(torch.quantile(t, 0.25)),
+            "q75": float(torch.quantile(t, 0.75)), "n": int(t.numel())}
