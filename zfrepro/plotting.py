@@ -226,16 +226,26 @@ def plot_feature_grid(units: Any, ncols: int = 2, title: str = "", tile_inches: 
     return fig
 
 
-def plot_filters(weight: Any, ncols: int = 16, title: str = "") -> Figure:
-    """Layer-1 filters (C_out×3×k×k) as colour tiles, each scaled to its own range (Fig. 2 layer 1, Fig. 6)."""
+def plot_filters(weight: Any, ncols: int = 16, title: str = "", *, shared_scale: bool = False,
+                 ax: Any = None) -> Figure:
+    """Layer-1 filters (C_out×3×k×k) as colour tiles (Fig. 2 layer 1, Fig. 6 a-c). By default each is
+    stretched to its own range (to see its pattern); ``shared_scale=True`` puts all on one scale,
+    zero at grey (``0.5 + w / (2 max|w|)``), so that dominant and dead filters show as such (Fig. 6a)."""
     w = weight.detach().cpu().float()
     tiles = []
+    top = float(w.abs().max()) or 1.0
     for f in w:
-        a = f - f.min()
-        a = a / a.max() if a.max() > 0 else a + 0.5
+        if shared_scale:
+            a = 0.5 + f / (2 * top)
+        else:
+            a = f - f.min()
+            a = a / a.max() if a.max() > 0 else a + 0.5
         tiles.append(to_image(a))
-    fig = new_figure((ncols * 0.45, -(-len(tiles) // ncols) * 0.45 + (0.3 if title else 0)), facecolor="0.5")
-    ax = fig.add_subplot()
+    if ax is None:
+        fig = new_figure((ncols * 0.45, -(-len(tiles) // ncols) * 0.45 + (0.3 if title else 0)), facecolor="0.5")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
     ax.imshow(mosaic(tiles, ncols, gap=1), interpolation="nearest")
     ax.set_axis_off()
     if title:
