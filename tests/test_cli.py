@@ -55,3 +55,26 @@ def test_cli_errors_are_one_line(capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "zfrepro", "reproduce", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--data-root" in out.stdout and "--device" in out.stdout
+
+
+def test_results_md_puts_ours_beside_the_paper(tmp_path, monkeypatch):
+    import json
+
+    from zfrepro.io import write_results
+    from zfrepro.results import write_results_md
+
+    monkeypatch.setenv("ZFREPRO_RESULTS", str(tmp_path))
+    write_results("07_correspondence", {"faces": 12, "n": 5, "draws": 20, "table": [
+        {"part": "nose", "layer": "conv5", "mean": 0.25, "std": 0.01, "paper_mean": 0.079, "paper_std": 0.017},
+        {"part": "random", "layer": "conv5", "mean": 0.3, "std": 0.02, "paper_mean": 0.107, "paper_std": 0.017}],
+        "parts_below_random": {"conv5": {"nose": True}}}, "p")
+    write_results("06_occlusion", {"occluder": 32, "stride": 8, "claim_holds": False,
+                                   "sensitivity": {"images": 10.0, "sensitive_mean": 0.4, "random_mean": 0.01}}, "p")
+    (tmp_path / "p" / "broken.json").write_text("{not json")
+    path = write_results_md("p")
+    text = path.read_text()
+    assert path == tmp_path / "p" / "RESULTS.md"
+    assert "| nose | conv5 | 0.079 ± 0.017 | 0.250 ± 0.010 |" in text
+    assert "| conv5 | yes |" in text and "| claim holds (median relative drop ≥ 0.5 sensitive, ≤ 0.2 random) | yes | **no** |" in text
+    assert "Fig. 6" not in text  # no notebook 01 results: no section
+    assert json.loads((tmp_path / "p" / "06_occlusion.json").read_text())["occluder"] == 32

@@ -91,6 +91,9 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
             value = str(getattr(exc, "evalue", exc)).splitlines()[0] if str(getattr(exc, "evalue", exc)) else ""
             raise ZFReproError(f"notebook {nb.name} failed ({name}: {value}); "
                                f"see the executed copy {out_dir / nb.name}") from None
-    print(f"done: {len(done)} notebooks in {time.monotonic() - start:.0f}s, executed copies in {out_dir}",
-          file=sys.stderr)
+    from .results import write_results_md
+
+    summary = write_results_md(profile)
+    print(f"done: {len(done)} notebooks in {time.monotonic() - start:.0f}s, executed copies in {out_dir}; "
+          f"results beside the paper in {summary}", file=sys.stderr)
     return done

@@ -1,0 +1,112 @@
+"""``results/<profile>/RESULTS.md``: one table per paper figure or table — the paper's value, ours, and
+whether the paper's claim holds for ours — built from the JSON files the notebooks write
+(:func:`zfrepro.io.write_results`). ``zfrepro reproduce`` writes it at the end of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_text, results_dir
+
+__all__ = ["results_markdown", "write_results_md"]
+
+
+def _load(profile: str) -> dict[str, Any]:
+    out = {}
+    for p in sorted(results_dir(profile).glob("*.json")):
+        try:
+            out[p.stem] = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "**no**"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def results_markdown(profile: str = "default") -> str:
+    """The RESULTS.md text for ``profile`` (sections for the notebooks that have written results)."""
+    r = _load(profile)
+    parts = [f"# Results of the `{profile}` profile beside the paper\n",
+             "Written by `zfrepro reproduce` from `results/" + profile + "/*.json`. \"Holds\" says whether the "
+             "paper's claim holds for our network, by the test stated in the notebook.\n"]
+    a = r.get("01_architecture", {})
+    if "fig3" in a:
+        sizes = a["fig3"].get("sizes", {})
+        order = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
+        ours = "-".join(str(sizes.get(k, "?")) for k in order)
+        parts.append("## Fig. 3 — architecture\n\n" + _table(["", "paper", "ours", "holds"], [
+            ["map sizes conv1…pool5", "110-55-26-13-13-13-13-6", ours, ours == "110-55-26-13-13-13-13-6"],
+            ["parameters (1000 classes)", "not stated", f"{a['fig3'].get('parameters', 0):,}", None]]) + "\n")
+    if "fig6" in a:
+        f6 = a["fig6"]
+        rows = [[t.get("network"), t.get("val top-1"), t.get("dead conv1 filters"), t.get("top-5% energy"),
+                 t.get("HF share conv1 filters"), t.get("HF share conv2 projections")] for t in f6.get("table", [])]
+        parts.append(f"## Fig. 6 — renormalisation and aliasing ({f6.get('epochs')} epochs each)\n\n" + _table(
+            ["network", "val top-1", "dead conv1 filters", "top-5% filter energy", "HF share conv1", "HF share conv2 proj."],
+            rows) + "\n\n" + _table(["paper's claim", "holds"], [[k, v] for k, v in f6.get("claims", {}).items()]) + "\n")
+    d = r.get("02_deconvnet")
+    if d:
+        parts.append("## Fig. 1 — deconvnet\n\n" + _table(["check", "expected", "ours"], [
+            ["explicit deconvnet vs autograd deconvnet rule (relative error)", "0", d.get("relative_error_vs_autograd_deconvnet_rule")],
+            ["same top signal through two images' switches (relative difference)", "> 0 (§2.1: not samples from the model)",
+             d.get("same_signal_two_images_relative_difference")]]) + "\n")
+    f = r.get("03_feature_visualization")
+    if f:
+        parts.append("## Fig. 2 — top-9 feature visualisation\n\n" + _table(["layer", "maps", "active on val", "maps shown"], [
+            [k, v.get("maps"), v.get("active_on_val"), ", ".join(map(str, v.get("shown", [])))] for k, v in f.items()]) + "\n")
+    e = r.get("04_training_evolution")
+    if e:
+        parts.append(f"## Fig. 4 — feature evolution (snapshots {e.get('epochs')})\n\n" + _table(["paper's claim", "holds"], [
+            ["lower layers settle before upper ones (filter change over the last interval, conv1 < conv5)",
+             e.get("lower_layers_settle_first")]]) + "\n")
+    v = r.get("05_invariance")
+    if v:
+        parts.append("## Fig. 5 — invariance\n\n" + _table(["paper's claim", "holds"], [
+            [f"small {k}: layer 1 changes more than layer 7", ok] for k, ok in v.get("layer1_moves_more_than_layer7", {}).items()]
+            + [["output more stable to translation and scale than to rotation",
+                v.get("output_more_stable_to_translation_and_scale_than_rotation")]]) + "\n")
+    o = r.get("06_occlusion")
+    if o:
+        s = o.get("sensitivity", {})
+        parts.append(f"## Fig. 7 — occlusion ({o.get('occluder')}-px square, stride {o.get('stride')}, "
+                     f"{int(s.get('images', 0))} val images)\n\n" + _table(["", "paper", "ours (95% CI)"], [
+                         ["drop of P(correct), most sensitive position", "large (qualitative)",
+                          f"{_f(s.get('sensitive_mean'))} [{_f(s.get('sensitive_ci_low'))}, {_f(s.get('sensitive_ci_high'))}]"],
+                         ["drop of P(correct), random position", "small (qualitative)",
+                          f"{_f(s.get('random_mean'))} [{_f(s.get('random_ci_low'))}, {_f(s.get('random_ci_high'))}]"],
+                         ["claim holds (median relative drop ≥ 0.5 sensitive, ≤ 0.2 random)", "yes", o.get("claim_holds")]]) + "\n")
+    c = r.get("07_correspondence")
+    if c:
+        rows = []
+        for t in c.get("table", []):
+            rows.append([t["part"], t["layer"], f"{_f(t.get('paper_mean'))} ± {_f(t.get('paper_std'))}",
+                         f"{_f(t.get('mean'))} ± {_f(t.get('std'))}"])
+        below = c.get("parts_below_random", {})
+        parts.append(f"## Table 1 — correspondence ({c.get('faces')} annotated faces, draws of {c.get('n')}, "
+                     f"{c.get('draws')} draws)\n\n" + _table(["part", "layer", "paper Δ", "ours Δ"], rows) + "\n\n"
+                     + _table(["paper's claim: every part below random", "holds"],
+                              [[ly, all(v.values())] for ly, v in below.items()]) + "\n")
+    return "\n".join(parts)
+
+
+def write_results_md(profile: str = "default") -> Path:
+    """Write ``results/<profile>/RESULTS.md`` (atomically) and return its path."""
+    return atomic_write_text(results_markdown(profile), results_dir(profile) / "RESULTS.md")
