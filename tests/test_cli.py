@@ -78,3 +78,44 @@ def test_results_md_puts_ours_beside_the_paper(tmp_path, monkeypatch):
     assert "| conv5 | yes |" in text and "| claim holds (median relative drop ≥ 0.5 sensitive, ≤ 0.2 random) | yes | **no** |" in text
     assert "Fig. 6" not in text  # no notebook 01 results: no section
     assert json.loads((tmp_path / "p" / "06_occlusion.json").read_text())["occluder"] == 32
+
+
+def _typed_project(tmp_path: Path, bodies: list[str]) -> Path:
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    for i, body in enumerate(bodies, 1):
+        make_notebook([("md", "# t (Fig. 0)"),
+                       ("params", 'profile: str = "default"  # profile\nlayer: str = "conv5"  # layer\nk: int = 9  # k'),
+                       ("code", body)], nb_dir / f"{i:02d}_nb.ipynb")
+    return tmp_path
+
+
+def test_reproduce_skips_unchanged_notebooks_and_reruns_changed_ones(tmp_path, capsys):
+    body = "import pathlib\np = pathlib.Path('count_{n}')\np.write_text(str(int(p.read_text()) + 1 if p.exists() else 1))"
+    root = _typed_project(tmp_path, [body.format(n=1), body.format(n=2)])
+    count = lambda n: int((root / "notebooks" / f"count_{n}").read_text())  # noqa: E731
+    reproduce("smoke", root=root, out_dir=tmp_path / "build")
+    reproduce("smoke", root=root, out_dir=tmp_path / "build")
+    assert (count(1), count(2)) == (1, 1)
+    assert "02_nb.ipynb: unchanged since its last successful run, skipped" in capsys.readouterr().err
+    # a changed parameter reruns that notebook (and those after it)
+    reproduce("smoke", root=root, out_dir=tmp_path / "build", sets={"k": "3"})
+    assert (count(1), count(2)) == (2, 2)
+    # an edited notebook reruns itself and its successors, not its predecessors
+    make_notebook([("md", "# t (Fig. 0)"), ("params", 'profile: str = "default"  # profile\nk: int = 9  # k'),
+                   ("code", body.format(n=2) + "\n# edited")], root / "notebooks" / "02_nb.ipynb")
+    reproduce("smoke", root=root, out_dir=tmp_path / "build", sets={"k": "3"})
+    assert (count(1), count(2)) == (2, 3)
+    reproduce("smoke", root=root, out_dir=tmp_path / "build", sets={"k": "3"}, force=True)
+    assert (count(1), count(2)) == (3, 4)
+
+
+def test_reproduce_set_converts_types_and_rejects_unknown_keys(tmp_path):
+    root = _typed_project(tmp_path, ["open('got', 'w').write(repr((layer, k)))"])
+    reproduce("smoke", root=root, out_dir=tmp_path / "build", sets={"layer": "conv3", "k": "4"})
+    assert (root / "notebooks" / "got").read_text() == "('conv3', 4)"
+    with pytest.raises(ZFReproError, match=r"--set lyer: no selected notebook has such a parameter; valid ones are k, layer"):
+        reproduce("smoke", root=root, out_dir=tmp_path / "build", sets={"lyer": "conv3"})
+    with pytest.raises(ZFReproError, match="k must be int"):
+        reproduce("smoke", root=root, out_dir=tmp_path / "build", sets={"k": "many"})
+    assert main(["reproduce", "--profile", "smoke", "--set", "novalue"]) == 2

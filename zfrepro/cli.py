@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from .errors import ZFReproError
+from .errors import ConfigError, ZFReproError
 
 __all__ = ["main", "build_parser"]
 
@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--data-root", default=None, help="ImageFolder with train/ and val/ (else $ZFREPRO_DATA, else download Imagenette)")
     rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
     rep.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03")
+    rep.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="a notebook parameter, e.g. --set layer=conv3 (repeatable; unknown keys are rejected)")
+    rep.add_argument("--force", action="store_true", help="rerun notebooks even if unchanged since their last run")
     from . import train as _train
 
     tr = sub.add_parser("train", help="train a network with a profile (snapshots in runs/)")
@@ -37,7 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .reproduce import reproduce
 
             only = [s.strip() for s in args.only.split(",")] if args.only else None
-            reproduce(args.profile, data_root=args.data_root, device=args.device, only=only)
+            sets = {}
+            for item in args.sets:
+                if "=" not in item:
+                    raise ConfigError(f"--set needs key=value, got {item!r} (e.g. --set layer=conv3)")
+                k, v = item.split("=", 1)
+                sets[k.strip()] = v.strip()
+            reproduce(args.profile, data_root=args.data_root, device=args.device, only=only, sets=sets,
+                      force=args.force)
         elif args.command == "train":
             from . import train as _train
 
