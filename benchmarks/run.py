@@ -1,0 +1,90 @@
+"""Every benchmark in one run, one table: what is compared, the two figures, the ratio, the goal,
+pass/fail. Writes ``benchmarks/RESULTS.md``.
+
+    python benchmarks/run.py [--quick] [--only deconv,occlusion]
+    python -m benchmarks [--quick]
+
+Ratios, not absolute times: each benchmark runs its two sides alternately in one process, so that
+other load on a shared machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+# name: (module, what the two figures are, the two keys)
+BENCHMARKS: dict[str, tuple[str, str, str, str]] = {
+    "deconv": ("bench_deconv", "captum NeuronDeconvolution s/projection vs ours", "captum_proj_s", "ours_proj_s"),
+    "pipeline": ("bench_pipeline", "images/s, real data pipeline vs in-memory tensors", "images_per_s_real",
+                 "images_per_s_synthetic"),
+    "scan": ("bench_scan", "top-9 scan s vs plain no-grad forward s", "scan_s", "forward_s"),
+    "occlusion": ("bench_occlusion", "captum Occlusion s vs ours (incremental) s", "captum_s", "ours_s"),
+}
+
+
+def _what(name: str, row: dict[str, Any]) -> str:
+    if "what" in row:
+        return str(row["what"])
+    return f"{row.get('layer', '')} at {row.get('size', '')} px, batch {row.get('batch', '')}"
+
+
+def run(quick: bool = False, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the selected benchmarks; one summary row per measured case."""
+    rows = []
+    for name, (module, what, a, b) in BENCHMARKS.items():
+        if only and name not in only:
+            continue
+        mod = importlib.import_module(module)
+        t = time.monotonic()
+        for r in mod.run(quick, verbose=False):
+            rows.append({"benchmark": name, "case": _what(name, r), "compared": what, "a": r.get(a), "b": r.get(b),
+                         "ratio": r.get("ratio"), "goal": str(r.get("goal")), "pass": bool(r.get("pass")),
+                         "seconds": round(time.monotonic() - t, 1)})
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]], quick: bool) -> str:
+    lines = ["# Benchmarks", "",
+             f"`python benchmarks/run.py{' --quick' if quick else ''}` on {platform.machine()} / Python "
+             f"{platform.python_version()}; ratios from side-by-side runs in one process.", "",
+             "| benchmark | case | compared (a vs b) | a | b | ratio | goal | pass |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+        lines.append(f"| {r['benchmark']} | {r['case']} | {r['compared']} | {fmt(r['a'])} | {fmt(r['b'])} | "
+                     f"{fmt(r['ratio'])} | {r['goal'].replace('>=', '≥').replace('<=', '≤')} | "
+                     f"{'yes' if r['pass'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller cases (minutes)")
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="markdown file to write")
+    a = ap.parse_args(argv)
+    only = [s.strip() for s in a.only.split(",")] if a.only else None
+    unknown = sorted(set(only or []) - set(BENCHMARKS))
+    if unknown:
+        ap.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
+    rows = run(a.quick, only)
+    text = to_markdown(rows, a.quick)
+    print(text)
+    from zfrepro.io import atomic_write_text
+
+    atomic_write_text(text, a.out)
+    return 0 if all(r["pass"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
