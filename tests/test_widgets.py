@@ -1,0 +1,68 @@
+"""The interactive explorers, driven from Python (no browser)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+
+from zfrepro.errors import ConfigError  # noqa: E402
+from zfrepro.models import init_weights, zfnet  # noqa: E402
+from zfrepro.scan import top_activations  # noqa: E402
+from zfrepro.widgets import feature_explorer, occlusion_explorer  # noqa: E402
+
+
+class _Data(torch.utils.data.Dataset):
+    """A tiny ModelInputs look-alike."""
+
+    def __init__(self, n=12):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 64, 64, generator=g)
+        self.labels = [i % 10 for i in range(n)]
+        self.class_names = [f"c{i}" for i in range(10)]
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.labels[i]
+
+    def batch(self, idx):
+        return self.x[list(idx)]
+
+    def to_display(self, x):
+        return (x * 0.2 + 0.5).clamp(0, 1)
+
+
+def _model():
+    torch.manual_seed(0)
+    return init_weights(zfnet(10, 64, 0.25, 32), "kaiming").eval()
+
+
+def test_feature_explorer_follows_the_controls():
+    model, data = _model(), _Data()
+    tops = top_activations(model, data, layers=["conv2", "conv5"], k=4, device="cpu", progress=False)
+    box = feature_explorer(model, data, tops, k=4)
+    layer, fmap, out = box.children
+    assert layer.value == "conv5" and box.state["units"].layer == "conv5" and len(out.children) == 1
+    layer.value = "conv2"
+    fmap.value = 5
+    units = box.state["units"]
+    assert units.layer == "conv2" and units.maps == [5] and units.values.shape == (1, 4)
+    assert torch.equal(units.image_index[0], tops["conv2"].image_index[5])
+    with pytest.raises(ConfigError, match="needs scan results"):
+        feature_explorer(model, data, {})
+
+
+def test_occlusion_explorer_probabilities_equal_a_forward_pass():
+    model, data = _model(), _Data()
+    box = occlusion_explorer(model, data, size=16)
+    index, row, col, out = box.children
+    index.value, row.value, col.value = 3, 10, 40
+    x = data[3][0].clone()
+    x[:, 10:26, 40:56] = 0.0
+    with torch.no_grad():
+        ref = model(x[None]).softmax(1)[0]
+    assert torch.allclose(box.state["probs"], ref, atol=1e-6)
+    assert row.max == 48 and col.max == 48 and len(out.children) == 1
