@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import struct
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -367,7 +368,8 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
             raise ConfigError(f"map_location {map_location!r} is not a device: use 'cpu', 'cuda' or 'cuda:N'") from None
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile) as exc:
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile, struct.error,
+            UnicodeDecodeError, AttributeError, TypeError, IndexError, KeyError) as exc:
         # truncated, not a torch file, or unsafe content (weights_only refuses code)
         raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}): "
                               "the file is corrupt or not a zfrepro checkpoint; delete it and retrain") from None
