@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torchvision
@@ -109,3 +111,58 @@ def test_unknown_method_is_rejected():
 
     with pytest.raises(ConfigError, match="incremental"):
         occlusion_maps(_kaiming(zfnet(10, 64, 0.25, 32)), torch.randn(3, 64, 64), 0, 16, 8, method="fast")
+
+
+class _Stack(nn.Module):
+    def __init__(self, features: nn.Sequential, c: int, n: int = 5):
+        super().__init__()
+        self.features = features
+        self.head = nn.Linear(c, n)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("ZF_PROPERTY_SEEDS", "12"))))
+def test_random_stacks_rectangles_and_positions_equal_brute_force(seed):
+    """Property test: random conv/pool stacks (strides larger than kernels, padding, ceil_mode, groups,
+    non-square kernels, an unsupported layer part-way), random rectangles and positions."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=g))  # noqa: E731
+    torch.manual_seed(seed)
+    while True:  # draw until the stack accepts the image (random strides can shrink maps to nothing)
+        layers, c = [], 3
+        for i in range(r(2, 4)):
+            out = 4 * r(1, 3)
+            k = (r(1, 5), r(1, 5))
+            layers += [nn.Conv2d(c, out, k, stride=(r(1, 3), r(1, 3)), padding=(r(0, k[0] // 2), r(0, k[1] // 2)),
+                                 groups=2 if (c % 2 == 0 and out % 2 == 0 and r(0, 1)) else 1), nn.ReLU()]
+            c = out
+            if r(0, 1):
+                pk = r(2, 3)
+                layers.append(nn.MaxPool2d(pk, stride=r(1, 3), padding=r(0, pk // 2), ceil_mode=bool(r(0, 1))))
+            if r(0, 1):
+                layers.append(nn.LocalResponseNorm(3))
+        if seed % 3 == 0:
+            layers.append(nn.AdaptiveAvgPool2d(5))  # not supported: the engine assembles the maps before it
+        model = _Stack(nn.Sequential(*layers), c).eval()
+        h, w = r(40, 70), r(40, 70)
+        img = torch.randn(3, h, w)
+        try:
+            with torch.no_grad():
+                model(img[None])
+            break
+        except RuntimeError:
+            continue
+    bh, bw = r(1, 15), r(1, 15)
+    starts = [(r(0, h - bh), r(0, w - bw)) for _ in range(9)]
+    engine = IncrementalFeatures(model, img, (bh, bw), starts, None)
+    assert engine.exact
+    patches = torch.randn(len(starts), 3, bh, bw)
+    with torch.no_grad():
+        logits, _ = engine.run(patches, starts)
+        x = img.expand(len(starts), 3, h, w).clone()
+        for b, (r0, c0) in enumerate(starts):
+            x[b, :, r0:r0 + bh, c0:c0 + bw] = patches[b]
+        ref = model(x)
+    assert torch.allclose(logits, ref, atol=1e-5, rtol=1e-4), (seed, [type(m).__name__ for m in layers])
