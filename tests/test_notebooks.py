@@ -65,3 +65,43 @@ def test_notebook_runs_with_smoke_profile(nb_path, data_root):
     assert not errors
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "every notebook shows at least one figure"
+
+
+@pytest.mark.slow
+def test_rerun_one_notebook_with_another_layer(data_root, tmp_path):
+    """`zfrepro reproduce --only 02 --set layer=conv3`: one notebook, another layer, no code edited."""
+    from zfrepro.reproduce import reproduce
+
+    out = reproduce("smoke", data_root=str(data_root), device="cpu", only=["02"], sets={"layer": "conv3"},
+                    out_dir=tmp_path / "build", force=True)
+    executed = nbformat.read(out[0], as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "conv3 map" in text and "conv5 map" not in text
+
+
+@pytest.mark.slow
+def test_rerun_on_another_imagefolder_dataset(tmp_path, monkeypatch):
+    """Another dataset (3 classes of synthetic images, not Imagenette): the notebook trains its own
+    network on it (its own run directory) and runs through."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "shapes"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("val", 10)):
+        for k, cls in enumerate(("red", "green", "blue")):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 60, (80, 96, 3), dtype=np.uint8)
+                a[..., k] += 150  # the class is the dominant colour
+                Image.fromarray(a).save(d / f"{i}.png")
+    monkeypatch.setenv("ZFREPRO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("ZFREPRO_RESULTS", str(tmp_path / "results"))
+    nb = ROOT / "notebooks" / "05_invariance.ipynb"
+    out = run_notebook(nb, tmp_path / "build", {"profile": "smoke", "data_root": str(root), "device": "cpu",
+                                                "n_images": 3}, timeout=900)
+    executed = nbformat.read(out, as_version=4)
+    assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    runs = list((tmp_path / "runs" / "smoke").iterdir())
+    assert len(runs) == 1 and "-data" in runs[0].name  # its own run directory, tagged with the dataset
