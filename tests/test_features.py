@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch.utils.data import Dataset
 
+from fakes import FakeInputs
 from zfrepro.deconv import DeconvNet
 from zfrepro.features import choose_maps, feature_evolution, filter_change, project_top_units
 from zfrepro.models import zfnet
@@ -14,24 +14,7 @@ from zfrepro.receptive import crop_patch, receptive_field
 from zfrepro.scan import top_activations
 
 
-class _Inputs(Dataset):
-    """A stand-in for zfrepro.data.ModelInputs over random images."""
-
-    def __init__(self, n: int = 12, size: int = 64):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 3, size, size, generator=g)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int):
-        return self.x[i], 0
-
-    def batch(self, idx):
-        return self.x[list(idx)]
-
-    def to_display(self, x):
-        return (x * 0.2 + 0.5).clamp(0, 1)
+_Inputs = FakeInputs
 
 
 def _model():

@@ -7,32 +7,14 @@ import torch
 
 pytest.importorskip("ipywidgets")
 
+from fakes import FakeInputs  # noqa: E402
 from zfrepro.errors import ConfigError  # noqa: E402
 from zfrepro.models import init_weights, zfnet  # noqa: E402
 from zfrepro.scan import top_activations  # noqa: E402
 from zfrepro.widgets import feature_explorer, occlusion_explorer  # noqa: E402
 
 
-class _Data(torch.utils.data.Dataset):
-    """A tiny ModelInputs look-alike."""
-
-    def __init__(self, n=12):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 3, 64, 64, generator=g)
-        self.labels = [i % 10 for i in range(n)]
-        self.class_names = [f"c{i}" for i in range(10)]
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], self.labels[i]
-
-    def batch(self, idx):
-        return self.x[list(idx)]
-
-    def to_display(self, x):
-        return (x * 0.2 + 0.5).clamp(0, 1)
+_Data = FakeInputs
 
 
 def _model():
