@@ -185,7 +185,7 @@ def plot_unit_projection(image: Any, fmap: Any, projection: Any, box: Sequence[i
         top, left, bottom, right = box
         axes[0].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="yellow", lw=1.5))
     axes[1].imshow(map_to_image(fmap), cmap="magma")
-    axes[2].imshow(projection_to_image(projection))
+    axes[2].imshow(projection_to_image(projection, robust_scale(projection)))
     for ax, t in zip(axes, titles):
         ax.set_title(t, fontsize=8)
         ax.set_axis_off()
