@@ -59,3 +59,20 @@ def test_filter_change_and_evolution_shapes():
     data = _Inputs()
     evo = feature_evolution({1: m1, 3: m2}, data, {"conv1": [0, 1], "conv5": [2]}, limit=8)
     assert evo["conv1"].shape[:2] == (2, 2) and evo["conv5"].shape[:2] == (1, 2)
+
+
+def test_evolution_on_a_sample_projects_the_samples_strongest_unit():
+    from zfrepro.features import evenly_spaced
+
+    assert evenly_spaced(10, 4) == [0, 3, 6, 9] and evenly_spaced(5, 0) == [0, 1, 2, 3, 4] and evenly_spaced(3, 9) == [0, 1, 2]
+    model, data = _model(), _Inputs(n=12)
+    sample = evenly_spaced(len(data), 5)
+    evo = feature_evolution({1: model}, data, {"conv2": [3]}, limit=5)["conv2"][0, 0]
+    dn = DeconvNet(model)
+    acts = dn.forward_to(data.batch(sample), "conv2")[:, 3]
+    best = int(acts.flatten(1).max(1).values.argmax())
+    pos = divmod(int(acts[best].argmax()), acts.shape[-1])
+    x = data.batch([sample[best]])
+    ref = crop_patch(dn.project(x, "conv2", [3], [pos])[0], receptive_field(model, "conv2", pos), fill=0.0)
+    assert best != sample[best] or sample[best] == 0  # the sample index differs from the data index
+    assert torch.allclose(evo, ref, atol=1e-6)

@@ -19,7 +19,7 @@ from .models import get_layer
 from .receptive import crop_patch, receptive_field
 from .scan import TopActivations, top_activations
 
-__all__ = ["UnitPatches", "project_top_units", "choose_maps", "filter_change", "feature_evolution"]
+__all__ = ["UnitPatches", "project_top_units", "choose_maps", "filter_change", "evenly_spaced", "feature_evolution"]
 
 
 @dataclass
@@ -91,23 +91,35 @@ def filter_change(before: nn.Module, after: nn.Module, layers: Sequence[str]) ->
     return out
 
 
+def evenly_spaced(n: int, limit: int) -> list[int]:
+    """``min(limit, n)`` indices spread evenly over ``range(n)`` (all of them if ``limit`` <= 0):
+    a sample of a class-sorted split that covers every class."""
+    if limit <= 0 or limit >= n:
+        return list(range(n))
+    return torch.linspace(0, n - 1, limit).round().long().unique().tolist()
+
+
 def feature_evolution(models: dict[int, nn.Module], data: Any, maps: dict[str, Sequence[int]], *,
                       limit: int = 0, progress: bool = False) -> dict[str, torch.Tensor]:
     """Fig. 4: for each snapshot (``models``: epoch → network) and each chosen feature map, the
     strongest activation over all of ``data`` projected to pixels and cut to its receptive field.
 
-    ``data`` is a :class:`zfrepro.data.ModelInputs`; ``limit`` > 0 scans only its first ``limit``
-    images. Returns ``{layer: tensor M×E×3×R×R}`` (maps × epochs in ascending order). One scan per
+    ``data`` is a :class:`zfrepro.data.ModelInputs`; ``limit`` > 0 scans only ``limit`` images
+    spread evenly over it (:func:`evenly_spaced`: every class, as the split is sorted by class). Returns ``{layer: tensor M×E×3×R×R}`` (maps × epochs in ascending order). One scan per
     snapshot serves every layer."""
     from torch.utils.data import Subset
 
-    scanned = Subset(data, range(min(limit, len(data)))) if limit else data
+    index = torch.as_tensor(evenly_spaced(len(data), limit)) if limit else None
+    scanned = Subset(data, index.tolist()) if index is not None else data
     layers = list(maps)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     for epoch in sorted(models):
         model = models[epoch]
         dev = next(model.parameters()).device
         tops = top_activations(model, scanned, layers=layers, k=1, device=dev, progress=progress)
+        if index is not None:  # positions in the sample -> positions in data
+            for t in tops.values():
+                t.image_index = index[t.image_index]
         dn = DeconvNet(model)
         for name in layers:
             units = project_top_units(model, data, tops[name], maps[name], k=1, deconv=dn)
