@@ -343,7 +343,7 @@ def plot_occlusion(rows: Sequence[dict[str, Any]], class_names: Sequence[str], t
     palette = [tuple(c) for c in np.asarray(matplotlib.colormaps["tab20"].colors)]
     fig = new_figure((6 * tile_inches + 1.2, len(rows) * tile_inches + 0.5))
     axes = np.atleast_2d(fig.subplots(len(rows), 6))
-    titles = ["(a) input; grey: the most sensitive occluder", "(b) {layer} map {ch}: total activation", "(c) its strongest unit, projected",
+    titles = ["(a) input; grey: worst occluder", "(b) {layer} map {ch}: total activation", "(c) its strongest unit, projected",
               "(c′) its top units in other images", "(d) P({name})", "(e) most probable class"]
     for r, row in enumerate(rows):
         res, img = row["result"], to_image(row["image"])
