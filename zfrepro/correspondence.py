@@ -258,14 +258,16 @@ def correspondence_table(model: nn.Module, faces: FaceSet, layers: Sequence[str]
         raise ConfigError(f"n must be between 2 and the {len(faces)} annotated faces, got {n}")
     g = torch.Generator().manual_seed(seed)
     base = layer_features(model, faces.images, layers)
+    # a part's mask depends on the face only, not on the draw: ε of every face once per part
+    eps = {part: {ly: base[ly] - f for ly, f in layer_features(
+        model, mask_images(faces.images, faces.points[part], faces.mask_size), layers).items()} for part in PARTS}
     values: dict[tuple[str, str], list[float]] = {(p, ly): [] for p in (*PARTS, "random") for ly in layers}
     for _ in range(draws):
         idx = torch.randperm(len(faces), generator=g)[:n].tolist()
         imgs, sizes = faces.images[idx], faces.mask_size[idx]
         for part in PARTS:
-            feats = layer_features(model, mask_images(imgs, faces.points[part][idx], sizes), layers)
             for ly in layers:
-                values[(part, ly)].append(sign_change(base[ly][idx] - feats[ly]))
+                values[(part, ly)].append(sign_change(eps[part][ly][idx]))
         for _ in range(random_per_draw):
             feats = layer_features(model, mask_images(imgs, random_centres(faces, idx, g), sizes), layers)
             for ly in layers:

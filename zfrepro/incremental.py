@@ -151,10 +151,17 @@ class IncrementalFeatures:
         return lo, hi
 
     def _grow(self, sp: _Spatial, starts: list[tuple[int, int]], lens: tuple[int, int]):
+        """The output rectangle size that holds every change, and where each one starts."""
         spans = [[self._first_last(sp, st[d], lens[d], d) for d in (0, 1)] for st in starts]
         new = tuple(max(sp_[d][1] - sp_[d][0] + 1 for sp_ in spans) for d in (0, 1))
-        new_starts = [tuple(min(sp_[d][0], sp.out[d] - new[d]) for d in (0, 1)) for sp_ in spans]
-        return new, new_starts
+        return new, self._place(sp, starts, lens, new)
+
+    def _place(self, sp: _Spatial, starts: list[tuple[int, int]], lens: tuple[int, int],
+               new_lens: tuple[int, int]) -> list[tuple[int, int]]:
+        """Top-left of each ``new_lens`` output rectangle: at its first changed output, moved back
+        where it would pass the map's end."""
+        return [tuple(min(self._first_last(sp, st[d], lens[d], d)[0], sp.out[d] - new_lens[d]) for d in (0, 1))
+                for st in starts]
 
     def _rest(self, maps: torch.Tensor) -> torch.Tensor:
         """The model's output from the output of ``features``."""
@@ -188,8 +195,7 @@ class IncrementalFeatures:
             if kind == "point":
                 patch = m.forward(patch)  # forward, not __call__: hooks see only full maps
             else:
-                new_starts = [tuple(min(self._first_last(sp, st[d], lens[d], d)[0], sp.out[d] - new_lens[d])
-                                    for d in (0, 1)) for st in starts]
+                new_starts = self._place(sp, starts, lens, new_lens)
                 wins = []
                 for b, (st, ns) in enumerate(zip(starts, new_starts)):
                     # this layer's padded input window, with the changed rectangle written in
