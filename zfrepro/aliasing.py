@@ -63,8 +63,8 @@ def high_frequency_share(x: torch.Tensor, cutoff: float = 0.4, pad_to: int | Non
     h, w = x.shape[-2:]
     n = pad_to or max(32, 4 * max(h, w))
     spec = torch.fft.fft2(x, s=(max(n, h), max(n, w))).abs().pow(2).sum(1)  # N×H'×W'
-    fy = torch.fft.fftfreq(spec.shape[-2], dtype=torch.float64)[:, None] / 0.5  # in units of Nyquist
-    fx = torch.fft.fftfreq(spec.shape[-1], dtype=torch.float64)[None, :] / 0.5
+    fy = torch.fft.fftfreq(spec.shape[-2], dtype=torch.float64, device=x.device)[:, None] / 0.5  # in units of Nyquist
+    fx = torch.fft.fftfreq(spec.shape[-1], dtype=torch.float64, device=x.device)[None, :] / 0.5
     radius = (fy ** 2 + fx ** 2).sqrt()
     total = spec.flatten(1).sum(1)
     high = (spec * (radius > cutoff)).flatten(1).sum(1)

@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from .devices import full_precision
 from .errors import ConfigError
 from .models import layer_names, rectified_module
 
@@ -64,6 +65,7 @@ class _Stop(Exception):
     pass
 
 
+@full_precision()
 def project_by_rule(model: nn.Module, images: torch.Tensor, layer: str, channels: Sequence[int] | torch.Tensor,
                     positions: Sequence[Sequence[int]] | torch.Tensor | None = None,
                     rule: str = "deconvnet") -> torch.Tensor:

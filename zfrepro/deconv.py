@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .devices import full_precision
 from .errors import ZFReproError
 from .models import layer_names
 
@@ -543,6 +544,7 @@ class DeconvNet:
                     recs.append(rec)
         return x, recs
 
+    @full_precision()
     def forward_to(self, images: Tensor, layer: str) -> Tensor:
         """Rectified activations of ``layer`` (after its ReLU, before pooling), N×C×h×w.
 
@@ -719,6 +721,7 @@ class DeconvNet:
 
     # ------------------------------------------------------------------ public API
 
+    @full_precision()
     def project(self, images: Tensor, layer: str, channels: Sequence[int] | Tensor | int,
                 positions: Sequence[Sequence[int]] | Tensor | None = None, *,
                 crop: bool = True, strict: bool = False, return_units: bool = False,
@@ -778,6 +781,7 @@ class DeconvNet:
             return Projection(out, values, pos)
         return out
 
+    @full_precision()
     def trace(self, images: Tensor, layer: str, channels: Sequence[int] | Tensor | int,
               positions: Sequence[Sequence[int]] | Tensor | None = None) -> list[tuple[str, Tensor]]:
         """Every intermediate signal of the deconvnet from ``layer`` down to pixels (Fig. 1).
