@@ -39,6 +39,9 @@ def test_notebook_hygiene(nb_path):
     for line in second.source.splitlines():
         if line.strip():
             assert re.match(r"^\w+: [\w\[\], |]+ = .+  # .+", line), f"parameter needs a type and a comment: {line}"
+    # papermill must parse every declaration (it silently drops lines it cannot, e.g. quotes in a comment)
+    names = [line.split(":")[0] for line in second.source.splitlines() if line.strip()]
+    assert sorted(notebook_parameters(nb_path)) == sorted(names)
     for c in code:
         src = "\n".join(l for l in c.source.splitlines() if not l.lstrip().startswith(("%", "!")))
         tree = ast.parse(src)
@@ -105,3 +108,38 @@ def test_rerun_on_another_imagefolder_dataset(tmp_path, monkeypatch):
     assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     runs = list((tmp_path / "runs" / "smoke").iterdir())
     assert len(runs) == 1 and "-data" in runs[0].name  # its own run directory, tagged with the dataset
+
+
+@pytest.mark.slow
+def test_rerun_with_torchvision_alexnet_and_a_weights_file(data_root, tmp_path, monkeypatch):
+    """`zfrepro reproduce --set arch=torchvision:alexnet --set weights=PATH`: the notebooks that look into a
+    network run on torchvision's AlexNet with the user's state_dict, its own inputs (224 px, ImageNet
+    normalisation, labels as ImageNet indices), and write apart from the profile's results."""
+    import json
+
+    import torch
+    import torchvision
+
+    from zfrepro.pretrained import output_name
+    from zfrepro.reproduce import reproduce
+
+    torch.manual_seed(0)
+    weights = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights)
+    monkeypatch.setenv("ZFREPRO_RESULTS", str(tmp_path / "results"))
+    sets = {"arch": "torchvision:alexnet", "weights": str(weights), "sample": "6", "layer": "conv4"}
+    out = reproduce("smoke", data_root=str(data_root), device="cpu", only=["02", "04", "06", "07"], sets=sets,
+                    out_dir=tmp_path / "build", force=True)
+    assert [p.name[:2] for p in out] == ["02", "06", "07"]  # 04 is about training ZFNet: skipped
+    name = output_name("smoke", "torchvision:alexnet", str(weights), str(data_root))
+    results = tmp_path / "results" / name
+    assert sorted(p.name for p in results.iterdir()) == ["02_deconvnet.json", "06_occlusion.json",
+                                                         "07_correspondence.json", "RESULTS.md"]
+    assert not (tmp_path / "results" / "smoke").exists()
+    for f in ("02_deconvnet", "06_occlusion", "07_correspondence"):
+        r = json.loads((results / f"{f}.json").read_text())
+        assert r["arch"] == "torchvision:alexnet" and r["weights"] == str(weights)
+    assert "torchvision:alexnet" in (results / "RESULTS.md").read_text()
+    text = "".join(o.get("text", "") for c in nbformat.read(out[0], as_version=4).cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert "conv4 map" in text

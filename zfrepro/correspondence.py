@@ -128,7 +128,7 @@ class FaceSet:
     mask_size: torch.Tensor
     annotations: list[FaceAnnotation]
     mean: torch.Tensor
-    scale: float
+    scale: float | torch.Tensor  # per channel (3×1×1) for ImageNet-normalised models
 
     def __len__(self) -> int:
         return len(self.images)
@@ -139,23 +139,31 @@ class FaceSet:
 
 
 def prepare_faces(annotations: Sequence[FaceAnnotation], profile: Any = "default",
-                  data_root: str | Path | None = None, split: str = "val") -> FaceSet:
+                  data_root: str | Path | None = None, split: str = "val", arch: str = "zfnet") -> FaceSet:
     """Load the annotated images from ``data_root/split`` and make them model inputs of ``profile``
     (the centred square resized to ``input_size``; the per-pixel training mean subtracted, divided
-    by ``pixel_scale``); the annotations are rescaled to the image as found (a copy of the dataset
-    at another resolution works). A missing file raises :class:`DataError` naming the entry."""
+    by ``pixel_scale``) — or of ``arch`` ``"torchvision:NAME"`` (224 px, ImageNet mean/std, see
+    :func:`zfrepro.pretrained.input_spec`); the annotations are rescaled to the image as found (a
+    copy of the dataset at another resolution works). A missing file raises :class:`DataError`
+    naming the entry."""
     import numpy as np
     from PIL import Image
 
     from .config import get_profile
     from .data import center_crop, load_image, resolve_root, training_mean
+    from .pretrained import input_spec
 
     prof = get_profile(profile) if isinstance(profile, str) else profile
     if not annotations:
         raise ConfigError("no face annotations given")
     root = resolve_root(data_root)
-    s = prof.input_size
-    mean = center_crop(training_mean(prof, root, progress=False), s)
+    spec = input_spec(prof, arch)
+    s = spec.input_size
+    if spec.mean is None:
+        mean, scale = center_crop(training_mean(prof, root, progress=False), s), float(prof.pixel_scale)
+    else:
+        mean = torch.tensor(spec.mean).view(3, 1, 1).expand(3, s, s).contiguous()
+        scale = torch.tensor(spec.scale).view(3, 1, 1)
     imgs, pts, sizes = [], {p: [] for p in PARTS}, []
     for ann in annotations:
         path = root / split / ann.file
@@ -173,9 +181,9 @@ def prepare_faces(annotations: Sequence[FaceAnnotation], profile: Any = "default
             x, y = ann.point(part)
             pts[part].append(((x * fx - left) * k, (y * fy - top) * k))
         sizes.append(max(2, round(MASK_SCALE * ann.eye_distance * fx * k)))
-    x = (torch.stack(imgs).float() - mean) / prof.pixel_scale
+    x = (torch.stack(imgs).float() - mean) / scale
     return FaceSet(x, {p: torch.tensor(v) for p, v in pts.items()}, torch.tensor(sizes), list(annotations),
-                   mean, float(prof.pixel_scale))
+                   mean, scale)
 
 
 def mask_images(images: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor, fill: float = 0.0) -> torch.Tensor:

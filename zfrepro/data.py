@@ -411,21 +411,25 @@ class ModelInputs(Dataset):
     ``to_display(x)`` maps model inputs back to RGB in 0..1 for plotting.
     """
 
-    def __init__(self, decoded: DecodedSplit, mean: torch.Tensor, scale: float, input_size: int):
+    def __init__(self, decoded: DecodedSplit, mean: torch.Tensor, scale: float | torch.Tensor, input_size: int, *,
+                 class_index: Sequence[int] | None = None, output_names: Sequence[str] | None = None):
         self.decoded = decoded
         self.mean = mean
-        self.scale = float(scale)
+        # a number, or one per channel (3×1×1) for models trained with per-channel normalisation
+        self.scale = scale.reshape(-1, 1, 1).float() if isinstance(scale, torch.Tensor) else float(scale)
         self.input_size = int(input_size)
         self.classes = decoded.classes
-        self.class_names = class_names(decoded.classes)
-        self.labels = decoded.labels
+        # labels are indices of the model's outputs: the dataset's own, or mapped (an ImageNet model's 1000)
+        labels = torch.as_tensor(decoded.labels)
+        self.labels = torch.as_tensor(list(class_index), dtype=torch.long)[labels] if class_index is not None else labels
+        self.class_names = list(output_names) if output_names is not None else class_names(decoded.classes)
 
     def __len__(self) -> int:
         return len(self.decoded)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = normalize(self.decoded.images[i], self.mean, self.scale)
-        return center_crop(x, self.input_size).contiguous(), int(self.decoded.labels[i])
+        return center_crop(x, self.input_size).contiguous(), int(self.labels[i])
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         """Stacked model inputs for ``indices`` (N×3×H×W)."""
@@ -447,18 +451,30 @@ class ModelInputs(Dataset):
 
 
 def load_split(profile: Any, split: str, data_root: str | Path | None = None, *,
-               progress: bool = True) -> ModelInputs:
-    """Model-ready tensors of ``split`` for a profile (a name or :class:`~zfrepro.config.Profile`):
-    decoded once at ``profile.resize``, per-pixel mean of the *training* split subtracted,
-    divided by ``profile.pixel_scale``, centre ``profile.input_size`` crop."""
+               progress: bool = True, arch: str = "zfnet") -> ModelInputs:
+    """Model-ready tensors of ``split`` for a profile (a name or :class:`~zfrepro.config.Profile`).
+
+    For this package's networks (``arch`` ``"zfnet"``/``"alexnet"``): decoded once at
+    ``profile.resize``, per-pixel mean of the *training* split subtracted, divided by
+    ``profile.pixel_scale``, centre ``profile.input_size`` crop. For ``"torchvision:NAME"``
+    (ImageNet-trained): 256 → 224 crop with ImageNet's per-channel mean/std, labels mapped to the
+    model's 1000 outputs (:func:`zfrepro.pretrained.input_spec`)."""
     from .config import get_profile
+    from .pretrained import input_spec
 
     prof = get_profile(profile) if isinstance(profile, str) else profile
     root = resolve_root(data_root)
     per_class = prof.train_per_class if split == "train" else prof.val_per_class
-    decoded = decode_split(image_folder(root, split).subset_per_class(per_class), prof.resize, progress=progress)
-    mean = training_mean(prof, root, progress=progress)
-    return ModelInputs(decoded, mean, prof.pixel_scale, prof.input_size)
+    folder = image_folder(root, split)
+    spec = input_spec(prof, arch, folder.classes)
+    decoded = decode_split(folder.subset_per_class(per_class), spec.resize, progress=progress)
+    if spec.mean is None:
+        mean, scale = training_mean(prof, root, progress=progress), prof.pixel_scale
+    else:
+        mean = torch.tensor(spec.mean).view(3, 1, 1).expand(3, spec.resize, spec.resize).contiguous()
+        scale = torch.tensor(spec.scale)
+    return ModelInputs(decoded, mean, scale, spec.input_size, class_index=spec.class_index,
+                       output_names=spec.class_names)
 
 
 def training_mean(profile: Any, data_root: str | Path | None = None, *, progress: bool = True) -> torch.Tensor:

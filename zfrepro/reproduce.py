@@ -114,16 +114,20 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
     killed or failed run continues where it stopped; ``force=True`` reruns everything). Prints
     progress (which notebook, elapsed, an estimate from the previous runs' durations). Stops at
     the first failure with a :class:`ZFReproError` naming the notebook; writes
-    ``results/<profile>/RESULTS.md`` at the end.
+    ``results/<name>/RESULTS.md`` at the end, ``name`` being the profile for the canonical run and
+    :func:`zfrepro.pretrained.output_name` (profile, model, weights, dataset) for a rerun on another
+    model (``sets["arch"]``, ``sets["weights"]``) or dataset; executed copies go to ``build/<name>/``.
+    With an ``arch`` other than ``zfnet`` only the notebooks that take a model (02, 03, 05-07) run.
     """
     import json
 
     from .config import get_profile
     from .io import atomic_write_json
 
+    from .pretrained import output_name, parse_arch
+
     get_profile(profile)  # fail fast on an unknown profile
     root = Path(root or project_root())
-    out_dir = Path(out_dir or root / "build" / profile)
     given: dict[str, Any] = {"profile": profile, "data_root": data_root or "", "device": device}
     paths = notebook_paths(root, only)
     declared = {nb: notebook_parameters(nb) for nb in paths}
@@ -133,6 +137,17 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
     if unknown:
         raise ConfigError(f"--set {', '.join(unknown)}: no selected notebook has such a parameter; "
                           f"valid ones are {', '.join(valid)}")
+    arch, weights = sets.get("arch", "zfnet"), sets.get("weights", "")
+    parse_arch(arch)  # fail fast on an unknown arch
+    if arch != "zfnet":  # 01 and 04 are about ZFNet and its training: only the notebooks that take a model run
+        skipped = [nb.name for nb in paths if "arch" not in declared[nb]]
+        paths = [nb for nb in paths if "arch" in declared[nb]]
+        if skipped:
+            print(f"arch={arch}: {', '.join(skipped)} skipped (about ZFNet and its training, no arch parameter)",
+                  file=sys.stderr, flush=True)
+    # a rerun on another model or dataset keeps its results and executed copies apart from the profile's own
+    name = output_name(profile, arch, weights, data_root)
+    out_dir = Path(out_dir or root / "build" / name)
     stamps = out_dir / ".stamps"
 
     def stamp_of(nb: Path) -> dict[str, Any]:
@@ -146,7 +161,7 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
     for i, nb in enumerate(paths, 1):
         params = {k: v for k, v in given.items() if k in declared[nb]}
         params.update({k: _coerce_param(k, v, declared[nb][k]) for k, v in sets.items() if k in declared[nb]})
-        fp = _fingerprint(nb, params, upstream, profile)
+        fp = _fingerprint(nb, params, upstream, name)
         upstream.append(fp)
         old = stamp_of(nb)
         if not force and old.get("fingerprint") == fp and (out_dir / nb.name).is_file():
@@ -170,7 +185,7 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
                           stamps / f"{nb.stem}.json")
     from .results import write_results_md
 
-    summary = write_results_md(profile)
+    summary = write_results_md(name)
     print(f"done: {len(done)} notebooks in {time.monotonic() - start:.0f}s, executed copies in {out_dir}; "
           f"results beside the paper in {summary}", file=sys.stderr)
     return done

@@ -47,6 +47,10 @@ def results_markdown(profile: str = "default") -> str:
     parts = [f"# Results of the `{profile}` profile beside the paper\n",
              "Written by `zfrepro reproduce` from `results/" + profile + "/*.json`. \"Holds\" says whether the "
              "paper's claim holds for our network, by the test stated in the notebook.\n"]
+    model = next((v for v in r.values() if isinstance(v, dict) and v.get("arch")), None)
+    if model:
+        parts.append(f"Model: `{model['arch']}`, " + (f"weights `{model['weights']}`" if model.get("weights")
+                                                       else "the profile's own trained run") + ".\n")
     a = r.get("01_architecture", {})
     if "fig3" in a:
         sizes = a["fig3"].get("sizes", {})
@@ -71,7 +75,7 @@ def results_markdown(profile: str = "default") -> str:
     f = r.get("03_feature_visualization")
     if f:
         parts.append("## Fig. 2 — top-9 feature visualisation\n\n" + _table(["layer", "maps", "active on val", "maps shown"], [
-            [k, v.get("maps"), v.get("active_on_val"), ", ".join(map(str, v.get("shown", [])))] for k, v in f.items()]) + "\n")
+            [k, v.get("maps"), v.get("active_on_val"), ", ".join(map(str, v.get("shown", [])))] for k, v in f.items() if isinstance(v, dict)]) + "\n")
     e = r.get("04_training_evolution")
     if e:
         parts.append(f"## Fig. 4 — feature evolution (snapshots {e.get('epochs')})\n\n" + _table(["paper's claim", "holds"], [

@@ -1,0 +1,211 @@
+"""Reruns with another model: torchvision's AlexNet / VGG with weights the user supplies.
+
+Every notebook that looks into a trained network (02, 03, 05, 06, 07) takes ``arch`` and
+``weights`` parameters, so that ``zfrepro reproduce --set arch=torchvision:alexnet --set
+weights=alexnet.pth`` repeats Figs. 1, 2, 5, 7, 8 on an ImageNet-trained network:
+
+- :func:`parse_arch` — ``"zfnet"`` / ``"alexnet"`` (this package's networks, trained by
+  :mod:`zfrepro.train`) or ``"torchvision:NAME"`` (NAME in :data:`TORCHVISION_ARCHS`).
+- :func:`load_model` — the network: a finished run of the profile (training it if needed), a
+  checkpoint file, or a torchvision model with the state dict in ``weights`` (``""``: torchvision's
+  own ImageNet weights, downloaded when online).
+- :func:`input_spec` — what the model expects: resize, crop, per-channel mean and scale, and, for
+  ImageNet-trained models, each dataset class's index among the 1000 ImageNet outputs, so that
+  ``P(true class)`` (Figs. 5, 7) is the 1000-way softmax as in the paper.
+- :func:`output_name` — where a rerun's results, figures and executed notebooks go: the profile's
+  name for the canonical run, the profile plus a tag of the model and dataset otherwise, so that
+  a rerun never overwrites the committed ``default`` gallery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, ConfigError, DataError
+
+__all__ = ["TORCHVISION_ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENETTE_IMAGENET_INDEX", "InputSpec",
+           "parse_arch", "load_torchvision", "load_model", "input_spec", "imagenet_indices", "output_name"]
+
+TORCHVISION_ARCHS = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation (RGB, 0..1)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Imagenette's ten WordNet ids and their indices among the 1000 ImageNet classes (sorted wnids)
+IMAGENETTE_IMAGENET_INDEX = {
+    "n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491, "n03028079": 497,
+    "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701,
+}
+_OWN_ARCHS = ("zfnet", "alexnet")
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def parse_arch(arch: str) -> tuple[str, str]:
+    """``"zfnet"`` → ``("zfrepro", "zfnet")``; ``"torchvision:vgg16"`` → ``("torchvision", "vgg16")``.
+    Anything else is a :class:`ConfigError` listing what is accepted."""
+    valid = ", ".join([*_OWN_ARCHS, *(f"torchvision:{n}" for n in TORCHVISION_ARCHS)])
+    if not isinstance(arch, str):
+        raise ConfigError(f"arch must be a string, got {arch!r}: use one of {valid}")
+    if arch in _OWN_ARCHS:
+        return "zfrepro", arch
+    source, _, name = arch.partition(":")
+    if source == "torchvision" and name in TORCHVISION_ARCHS:
+        return "torchvision", name
+    if source == "torchvision" and name.endswith("_bn"):
+        raise ConfigError(f"arch {arch!r}: batch normalisation has no deconvnet inverse (the paper's networks have "
+                          f"none); use {name[:-3]} instead")
+    raise ConfigError(f"unknown arch {arch!r}: use one of {valid}")
+
+
+def load_torchvision(name: str, weights: str | Path = "", device: str | torch.device = "cpu") -> nn.Module:
+    """torchvision's ``name`` (alexnet, vgg11/13/16/19) in eval mode, 1000 ImageNet outputs.
+
+    ``weights``: a file holding its ``state_dict`` (as saved by ``torch.save(model.state_dict(),
+    path)``, or a dict with a ``"state_dict"`` entry); ``""`` takes torchvision's default ImageNet
+    weights (downloaded once when online). Loaded with ``weights_only=True``: no code runs from the file.
+    """
+    import torchvision
+
+    parse_arch(f"torchvision:{name}")
+    builder = getattr(torchvision.models, name)
+    if not weights:
+        try:
+            model = builder(weights="DEFAULT")
+        except Exception as exc:  # no network, no cached file, broken download
+            raise CheckpointError(f"torchvision's default {name} weights could not be loaded ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:120] if str(exc) else ''}): download them once "
+                                  f"online, or pass weights=PATH (a saved {name} state_dict)") from None
+        return model.eval().to(device)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist: pass the path of a saved torchvision {name} "
+                              "state_dict (torch.save(model.state_dict(), path))")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read weights file {path} ({type(exc).__name__}): it is corrupt or not a "
+                              f"torch file; save one with torch.save(torchvision.models.{name}().state_dict(), path)"
+                              ) from None
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"weights file {path} holds no state_dict: save one with "
+                              f"torch.save(model.state_dict(), path)")
+    model = builder(weights=None)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or extra or wrong:
+        what = "; ".join(s for s in (
+            f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}" if missing else "",
+            f"unexpected {', '.join(extra[:3])}{' …' if len(extra) > 3 else ''}" if extra else "",
+            f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, {name} needs {tuple(own[wrong[0]].shape)}" if wrong else "",
+        ) if s)
+        raise CheckpointError(f"weights file {path} does not fit torchvision {name} ({what}): pass the state_dict "
+                              f"of torchvision.models.{name}, or the arch it was saved from")
+    model.load_state_dict(state)
+    return model.eval().to(device)
+
+
+def load_model(profile: Any = "default", arch: str = "zfnet", *, weights: str | Path = "",
+               data_root: str | Path | None = None, device: str | torch.device = "auto",
+               epoch: int | None = None) -> nn.Module:
+    """The network a notebook looks into (Figs. 1, 2, 5, 7, 8), in eval mode on ``device``.
+
+    - ``arch="zfnet"`` / ``"alexnet"``, no ``weights``: the profile's finished run
+      (:func:`zfrepro.train.load_trained`, which trains it first if needed);
+    - the same with ``weights=PATH``: that checkpoint (a zfrepro snapshot or ``save_checkpoint`` file);
+    - ``arch="torchvision:NAME"``: :func:`load_torchvision` with ``weights``.
+    """
+    from .devices import resolve_device
+
+    source, name = parse_arch(arch)
+    dev = resolve_device(device)
+    if source == "torchvision":
+        return load_torchvision(name, weights, dev)
+    if weights:
+        from .models import load_checkpoint
+
+        model = load_checkpoint(weights)
+        kind = type(model).__name__.lower()
+        if kind != name:
+            raise CheckpointError(f"checkpoint {weights} holds a {type(model).__name__}, not {name}: "
+                                  f"pass arch={kind} or another file")
+        return model.eval().to(dev)
+    from .train import load_trained
+
+    return load_trained(profile, arch=name, epoch=epoch, data_root=data_root, device=dev)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects of its inputs: decode at ``resize``, crop ``input_size``,
+    ``(pixels - mean) / scale`` with ``mean``/``scale`` per channel (0..255 units) or ``None`` for the
+    profile's per-pixel training mean and scalar ``pixel_scale``; ``class_index[k]`` is the model
+    output of dataset class ``k`` (``None``: the same index); ``class_names`` name the model's outputs."""
+
+    resize: int
+    input_size: int
+    mean: tuple[float, float, float] | None = None
+    scale: tuple[float, float, float] | None = None
+    class_index: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None
+
+
+def imagenet_indices(classes: Sequence[str]) -> tuple[int, ...]:
+    """Each dataset class (a WordNet id folder name) → its index among the 1000 ImageNet outputs.
+
+    Imagenette's ten classes map through :data:`IMAGENETTE_IMAGENET_INDEX`; a folder of 1000
+    WordNet ids (ImageNet itself) maps in sorted order, as torchvision's models were trained.
+    Other class folders are a :class:`DataError`: an ImageNet model has no output for them."""
+    classes = list(classes)
+    if all(c in IMAGENETTE_IMAGENET_INDEX for c in classes):
+        return tuple(IMAGENETTE_IMAGENET_INDEX[c] for c in classes)
+    if len(classes) == 1000 and all(_WNID.match(c) for c in classes):
+        return tuple(sorted(classes).index(c) for c in classes)
+    odd = [c for c in classes if c not in IMAGENETTE_IMAGENET_INDEX][:3]
+    raise DataError(f"the dataset's classes ({', '.join(odd)}, ...) are not ImageNet classes, so an ImageNet-trained "
+                    "model has no output for them: use Imagenette or an ImageNet folder (WordNet-id class folders), "
+                    "or arch=zfnet trained on this dataset")
+
+
+def input_spec(profile: Any, arch: str = "zfnet", classes: Sequence[str] | None = None) -> InputSpec:
+    """The inputs ``arch`` expects under ``profile``: this package's networks use the profile's sizes
+    and per-pixel mean; torchvision's ImageNet models their own (256 → 224 crop, ImageNet mean/std,
+    1000 outputs, dataset classes mapped by :func:`imagenet_indices`)."""
+    from .config import get_profile
+
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    source, name = parse_arch(arch)
+    if source != "torchvision":
+        return InputSpec(prof.resize, prof.input_size)
+    from torchvision.models import AlexNet_Weights
+
+    return InputSpec(256, 224, tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD),
+                     imagenet_indices(classes) if classes is not None else None,
+                     tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"]))
+
+
+def output_name(profile: str, arch: str = "zfnet", weights: str | Path = "", data_root: str | Path | None = None) -> str:
+    """The name under which a run's results (``results/<name>/``), figures and executed notebooks
+    (``build/<name>/``) are kept: ``profile`` itself for the canonical run (this package's ZFNet,
+    its own trained weights, the default dataset), else ``profile-<arch>[-<weights>][-<data>]`` so a
+    rerun on another model or dataset never overwrites the committed ``default`` results and gallery."""
+    parse_arch(arch)
+    parts = [profile]
+    if arch != "zfnet":
+        parts.append(arch.replace("torchvision:", "tv-"))
+    if weights:
+        parts.append(Path(weights).stem + "-" + hashlib.sha1(str(Path(weights).expanduser().resolve()).encode())
+                     .hexdigest()[:6])
+    from .train import _data_tag
+
+    tag = _data_tag(data_root or None)  # "" for Imagenette wherever it lies
+    if tag:
+        parts.append(tag.lstrip("-"))
+    return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
