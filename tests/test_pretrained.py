@@ -9,7 +9,7 @@ import torchvision
 from zfrepro.data import load_split
 from zfrepro.deconv import DeconvNet
 from zfrepro.errors import CheckpointError, ConfigError, DataError
-from zfrepro.models import layer_names, save_checkpoint, zfnet
+from zfrepro.models import alexnet, layer_names, save_checkpoint, zfnet
 from zfrepro.pretrained import (IMAGENET_MEAN, IMAGENET_STD, IMAGENETTE_IMAGENET_INDEX, imagenet_indices, input_spec,
                                 load_model, load_torchvision, output_name, parse_arch)
 
@@ -57,8 +57,11 @@ def test_weights_errors(tmp_path, alexnet_weights):
     save_checkpoint(zfnet(10, 64, 0.25, 32), zf)
     with pytest.raises(CheckpointError, match="holds no state_dict|does not fit"):
         load_model("smoke", "torchvision:alexnet", weights=str(zf))
-    with pytest.raises(CheckpointError, match="holds a ZFNet, not alexnet"):
+    with pytest.raises(CheckpointError, match="holds a zfnet network, not alexnet"):
         load_model("smoke", "alexnet", weights=str(zf))
+    rep = tmp_path / "replica.pt"
+    save_checkpoint(alexnet(10, 64, 0.25, 32), rep)
+    assert load_model("smoke", "alexnet", weights=str(rep), device="cpu").arch == "alexnet"
 
 
 def test_own_checkpoint_as_weights(tmp_path):

@@ -132,9 +132,9 @@ def load_model(profile: Any = "default", arch: str = "zfnet", *, weights: str | 
         from .models import load_checkpoint
 
         model = load_checkpoint(weights)
-        kind = type(model).__name__.lower()
+        kind = str(getattr(model, "arch", type(model).__name__))
         if kind != name:
-            raise CheckpointError(f"checkpoint {weights} holds a {type(model).__name__}, not {name}: "
+            raise CheckpointError(f"checkpoint {weights} holds a {kind} network, not {name}: "
                                   f"pass arch={kind} or another file")
         return model.eval().to(dev)
     from .train import load_trained
