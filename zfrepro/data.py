@@ -340,8 +340,11 @@ def pixel_mean(decoded: DecodedSplit, chunk: int = 512) -> torch.Tensor:
 # ----------------------------------------------------------------------------- tensor transforms
 
 
-def normalize(x: torch.Tensor, mean: torch.Tensor, scale: float) -> torch.Tensor:
-    """uint8 images (N×3×S×S) → float ``(x - mean) / scale`` (mean: 3×S×S per-pixel or 3×1×1)."""
+def normalize(x: torch.Tensor, mean: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """uint8 images (N×3×S×S) → float ``(x - mean) / scale`` (mean: 3×S×S per-pixel or 3×1×1; scale a
+    number or one per channel, 3×1×1)."""
+    if isinstance(scale, torch.Tensor):
+        scale = scale.to(x.device)
     return (x.to(torch.float32) - mean.to(x.device)) / scale
 
 
