@@ -162,8 +162,7 @@ def prepare_faces(annotations: Sequence[FaceAnnotation], profile: Any = "default
     if spec.mean is None:
         mean, scale = center_crop(training_mean(prof, root, progress=False), s), float(prof.pixel_scale)
     else:
-        mean = torch.tensor(spec.mean).view(3, 1, 1).expand(3, s, s).contiguous()
-        scale = torch.tensor(spec.scale).view(3, 1, 1)
+        mean, scale = spec.channel_constants(s)
     imgs, pts, sizes = [], {p: [] for p in PARTS}, []
     for ann in annotations:
         path = root / split / ann.file

@@ -474,8 +474,7 @@ def load_split(profile: Any, split: str, data_root: str | Path | None = None, *,
     if spec.mean is None:
         mean, scale = training_mean(prof, root, progress=progress), prof.pixel_scale
     else:
-        mean = torch.tensor(spec.mean).view(3, 1, 1).expand(3, spec.resize, spec.resize).contiguous()
-        scale = torch.tensor(spec.scale)
+        mean, scale = spec.channel_constants(spec.resize)
     return ModelInputs(decoded, mean, scale, spec.input_size, class_index=spec.class_index,
                        output_names=spec.class_names)
 

@@ -156,6 +156,14 @@ class InputSpec:
     class_index: tuple[int, ...] | None = None
     class_names: tuple[str, ...] | None = None
 
+    def channel_constants(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, scale)`` of a per-channel normalisation as tensors: the mean as a 3×size×size image (so it
+        crops like the per-pixel training mean), the scale 3×1×1. Only for specs that have them."""
+        if self.mean is None or self.scale is None:
+            raise ConfigError("this model normalises with the profile's per-pixel training mean, not per channel")
+        mean = torch.tensor(self.mean).view(3, 1, 1).expand(3, size, size).contiguous()
+        return mean, torch.tensor(self.scale).view(3, 1, 1)
+
 
 def imagenet_indices(classes: Sequence[str]) -> tuple[int, ...]:
     """Each dataset class (a WordNet id folder name) → its index among the 1000 ImageNet outputs.
