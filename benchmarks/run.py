@@ -27,6 +27,8 @@ BENCHMARKS: dict[str, tuple[str, str, str, str]] = {
     "deconv": ("bench_deconv", "captum NeuronDeconvolution s/projection vs ours", "captum_proj_s", "ours_proj_s"),
     "pipeline": ("bench_pipeline", "images/s, real data pipeline vs in-memory tensors", "images_per_s_real",
                  "images_per_s_synthetic"),
+    "malloc": ("bench_malloc", "training images/s, freed memory kept vs glibc defaults", "images_per_s_kept",
+               "images_per_s_system"),
     "scan": ("bench_scan", "top-9 scan s vs plain no-grad forward s", "scan_s", "forward_s"),
     "occlusion": ("bench_occlusion", "captum Occlusion s vs ours (incremental) s", "captum_s", "ours_s"),
 }

@@ -479,3 +479,38 @@ def test_hybrid_init_keeps_the_papers_first_layer():
     he = (2 / (96 * 25)) ** 0.5  # conv2: He-normal, fan-in 96·5·5
     assert float(m.features.conv2.weight.std()) == pytest.approx(he, rel=0.05)
     assert float(m.classifier.fc8.weight.std()) == pytest.approx(0.01, rel=0.05)
+
+
+_FAULTS_CHILD = r"""
+import resource, sys, torch
+from zfrepro.devices import keep_freed_memory
+kept = keep_freed_memory()
+for _ in range(16):  # warm: the heap grows to its working size first (glibc takes a few rounds)
+    x = torch.empty(64 * 2**20, dtype=torch.uint8); x.fill_(1); del x
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):  # what a training step does: allocate, touch and free the same large buffer
+    x = torch.empty(64 * 2**20, dtype=torch.uint8); x.fill_(1); del x
+print(int(kept), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or __import__("platform").libc_ver()[0] != "glibc",
+                    reason="mallopt is glibc's")
+def test_keep_freed_memory_stops_refaulting_large_buffers() -> None:
+    """train() calls keep_freed_memory(): a freed 64 MB buffer is reused, not unmapped and faulted
+    in again page by page (glibc's default: ~16,000 faults per allocation); ZFREPRO_MALLOC=system
+    turns it off."""
+    import subprocess
+
+    def faults(mode: str) -> tuple[int, int]:
+        env = dict(os.environ, ZFREPRO_MALLOC=mode)
+        out = subprocess.run([sys.executable, "-c", _FAULTS_CHILD], env=env, capture_output=True, text=True,
+                             check=True).stdout.split()
+        return int(out[0]), int(out[1])
+
+    kept, n_kept = faults("keep")
+    off, n_system = faults("system")
+    assert kept == 1 and off == 0
+    pages = 10 * 64 * 2**20 // 4096
+    assert n_system > pages // 2, n_system      # the default re-faults every allocation
+    assert n_kept < pages // 20, n_kept          # kept: reused without faults
