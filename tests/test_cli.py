@@ -119,3 +119,22 @@ def test_reproduce_set_converts_types_and_rejects_unknown_keys(tmp_path):
     with pytest.raises(ZFReproError, match="k must be int"):
         reproduce("smoke", root=root, out_dir=tmp_path / "build", sets={"k": "many"})
     assert main(["reproduce", "--profile", "smoke", "--set", "novalue"]) == 2
+
+
+def test_results_json_is_standard_json_without_nan(tmp_path: Path) -> None:
+    """A table cell a network has no value for (NaN, e.g. Fig. 6's layer-2 share of the run shown
+    without projections) is written as null: strict JSON readers (jq, JavaScript) accept the file."""
+    import json
+    import math
+
+    import numpy as np
+
+    from zfrepro.io import atomic_write_json
+
+    path = atomic_write_json({"table": [{"a": float("nan"), "b": np.float32(0.5), "c": np.float64("inf")},
+                                        {"a": 1.0, "b": (1, float("-inf"))}]}, tmp_path / "r.json")
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert data == {"table": [{"a": None, "b": 0.5, "c": None}, {"a": 1.0, "b": [1, None]}]}
+    assert not any(isinstance(v, float) and math.isnan(v) for v in data["table"][0].values())

@@ -8,6 +8,7 @@ A failed write (a full disk, a kill) leaves the previous file untouched.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -60,9 +61,25 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
     return path
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (Python or numpy scalar) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalar
+        return _finite(obj.item())
+    return obj
+
+
 def atomic_write_json(obj: Any, path: str | Path) -> Path:
-    """Write ``obj`` as indented, key-sorted JSON atomically."""
-    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+    """Write ``obj`` as indented, key-sorted, standard JSON atomically: NaN and infinities (a
+    value a table does not have, e.g. Fig. 6's layer-2 share of the network shown without
+    layer-2 projections) become ``null``, so that every JSON reader accepts the file."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return atomic_write_text(text + "\n", path)
 
 
 def project_root() -> Path:
