@@ -6,7 +6,8 @@ re-faulted every batch. The setting is process-wide and cannot be undone cleanly
 in its own child process (``ZFREPRO_MALLOC=system`` turns it off there); the children run the exact
 training step (:class:`zfrepro.train._Trainer`) on the real data pipeline, and the two sides alternate
 (kept, system, kept, system, ...) so that other load on a shared machine hits both alike. Each child
-also reports minor page faults per second and the share of its CPU time spent in the kernel.
+also reports minor page faults per second, the share of its CPU time spent in the kernel and its
+peak resident memory.
 Goal: keeping freed memory makes training at least 5 % faster (ratio kept/system ≥ 1.05).
 Needs ``ZFREPRO_DATA`` (or ``--data-root``); Linux with glibc.
 
@@ -58,7 +59,7 @@ def child(steps: int, warmup: int, profile: str, arch: str, data_root: str | Non
     dt, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     sys_s, user_s = r1.ru_stime - r0.ru_stime, r1.ru_utime - r0.ru_utime
     return {"kept": kept, "images": n, "seconds": dt, "faults_per_s": (r1.ru_minflt - r0.ru_minflt) / dt,
-            "kernel_share": sys_s / max(1e-9, sys_s + user_s)}
+            "kernel_share": sys_s / max(1e-9, sys_s + user_s), "peak_rss_mb": r1.ru_maxrss / 1024}
 
 
 def _spawn(keep: bool, steps: int, warmup: int, profile: str, arch: str, data_root: str | None) -> dict[str, Any]:
@@ -94,7 +95,8 @@ def run(quick: bool = False, *, steps: int | None = None, rounds: int | None = N
             side[keep].append(res)
             if verbose:
                 print(f"round {r + 1} {'kept  ' if keep else 'system'}: {res['images'] / res['seconds']:.1f} images/s, "
-                      f"{res['faults_per_s']:.0f} faults/s, kernel {100 * res['kernel_share']:.1f} %", flush=True)
+                      f"{res['faults_per_s']:.0f} faults/s, kernel {100 * res['kernel_share']:.1f} %, "
+                      f"peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
 
     def ips(rows: list[dict[str, Any]]) -> float:
         return sum(r["images"] for r in rows) / sum(r["seconds"] for r in rows)
@@ -106,7 +108,8 @@ def run(quick: bool = False, *, steps: int | None = None, rounds: int | None = N
     ratio = kept / system
     what = (f"{arch} {profile} training step, real pipeline, batch {prof.batch_size}: faults/s "
             f"{mean(side[True], 'faults_per_s'):.0f} vs {mean(side[False], 'faults_per_s'):.0f}, kernel time "
-            f"{100 * mean(side[True], 'kernel_share'):.1f} % vs {100 * mean(side[False], 'kernel_share'):.1f} %")
+            f"{100 * mean(side[True], 'kernel_share'):.1f} % vs {100 * mean(side[False], 'kernel_share'):.1f} %, peak RSS "
+            f"{max(r['peak_rss_mb'] for r in side[True]):.0f} vs {max(r['peak_rss_mb'] for r in side[False]):.0f} MB")
     return [{"what": what, "images_per_s_kept": round(kept, 2), "images_per_s_system": round(system, 2),
              "ratio": round(ratio, 3), "goal": f">= {GOAL}", "pass": bool(ratio >= GOAL), "steps": steps,
              "rounds": rounds}]
