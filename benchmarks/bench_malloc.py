@@ -38,17 +38,12 @@ def child(steps: int, warmup: int, profile: str, arch: str, data_root: str | Non
 
     import torch
 
+    from bench_pipeline import build_trainer
     from zfrepro import data as zdata
-    from zfrepro import train as ztrain
-    from zfrepro.config import get_profile
     from zfrepro.devices import keep_freed_memory
 
     kept = keep_freed_memory()
-    prof = get_profile(profile)
-    d = ztrain._prepare_data(prof, data_root, False)
-    torch.manual_seed(prof.seed)
-    tr = ztrain._Trainer(prof, arch, len(d.classes), torch.device("cpu"),
-                         steps=ztrain.steps_per_epoch(len(d.train), prof.batch_size))
+    prof, d, tr = build_trainer(profile, arch, data_root, torch.device("cpu"))
     it = zdata.iterate_batches(d.train, d.mean, prof, train=True, generator=torch.Generator().manual_seed(0))
     for x, y in itertools.islice(it, warmup):
         tr.step(x, y)

@@ -38,6 +38,17 @@ def _time_steps(step: Any, n: int) -> float:
     return time.perf_counter() - t0
 
 
+def build_trainer(profile: str, arch: str, data_root: str | None, device: torch.device,
+                  verbose: bool = False) -> tuple[Any, Any, Any]:
+    """``(profile, data, trainer)``: the exact training step of ``zfrepro train`` on the decoded split,
+    seeded as a run is. Shared with ``bench_malloc``."""
+    prof = get_profile(profile)
+    d = ztrain._prepare_data(prof, data_root, verbose)
+    torch.manual_seed(prof.seed)
+    tr = ztrain._Trainer(prof, arch, len(d.classes), device, steps=ztrain.steps_per_epoch(len(d.train), prof.batch_size))
+    return prof, d, tr
+
+
 def run(quick: bool = False, *, steps: int | None = None, warmup: int | None = None, rounds: int = 2,
         profile: str = "default", arch: str = "zfnet", data_root: str | None = None,
         device: str = "cpu", augment_in_main_thread: bool = False, verbose: bool = True) -> list[dict]:
@@ -51,11 +62,8 @@ def run(quick: bool = False, *, steps: int | None = None, warmup: int | None = N
     steps = steps or (4 if quick else 20)
     warmup = warmup if warmup is not None else (1 if quick else 3)
     rounds = max(1, min(rounds, steps))
-    prof = get_profile(profile)
     dev = ztrain.resolve_device(device)
-    d = ztrain._prepare_data(prof, data_root, verbose)
-    torch.manual_seed(prof.seed)
-    tr = ztrain._Trainer(prof, arch, len(d.classes), dev, steps=ztrain.steps_per_epoch(len(d.train), prof.batch_size))
+    prof, d, tr = build_trainer(profile, arch, data_root, dev, verbose)
     bs, size = prof.batch_size, prof.input_size
     g = torch.Generator().manual_seed(0)
     synth = [(torch.randn(bs, 3, size, size, generator=g).to(dev), torch.randint(0, len(d.classes), (bs,), generator=g).to(dev))

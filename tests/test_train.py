@@ -12,6 +12,7 @@ import errno
 import hashlib
 import io
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -494,7 +495,7 @@ print(int(kept), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux" or __import__("platform").libc_ver()[0] != "glibc",
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
                     reason="mallopt is glibc's")
 def test_keep_freed_memory_stops_refaulting_large_buffers() -> None:
     """train() calls keep_freed_memory(): a freed 64 MB buffer is reused, not unmapped and faulted

@@ -57,8 +57,8 @@ def keep_freed_memory() -> bool:
     on the 2-core machine, ~100,000 minor page faults per second and 19 % of the process's CPU
     time in the kernel. ``mallopt(M_MMAP_MAX, 0)`` and a huge ``M_TRIM_THRESHOLD`` keep those
     pages mapped, so the next step reuses them (faults ~1,000/s, kernel time < 1 %; training
-    1.16-1.34× faster, ``benchmarks/bench_malloc.py``). Peak resident memory grew 2 % there (1,432 vs
-    1,405 MB); freed memory is not returned to the system until the process ends.
+    1.16-1.34× faster, ``benchmarks/bench_malloc.py``). Peak resident memory grew 2-7 % there (1,432 vs
+    1,405 MB; 1,422 vs 1,326 MB); freed memory is not returned to the system until the process ends.
 
     Called by :func:`zfrepro.train.train` (every figure's network). Process-wide and idempotent;
     a no-op (returns False) off glibc, or when the environment sets ``ZFREPRO_MALLOC=system``.
