@@ -229,10 +229,10 @@ def init_weights(model: nn.Module, scheme: str = "paper", std: float = 1e-2) -> 
       contrast normalisation ~1.7×) and training stays at chance for the first epochs; with this
       scheme they start near 0.2 and the loss moves in the first updates.
     - ``"hybrid"``: ``"kaiming"``, except the first convolution, which keeps the paper's
-      N(0, ``std``). Measured on ``default`` (one-cycle, 22 epochs): a slower start (val top-1
-      12.7% / 16.7% after epochs 1 / 2 against 15.8% / 26.2% with ``"kaiming"``) and conv1 hardly
-      moves (filter RMS still 0.010 after 2 epochs, even with ``first_lr_mult=5``) — kept for
-      experiments, not used by a profile.
+      N(0, ``std``): a start ten times below the renormalisation radius (0.1), the paper's ratio.
+      The ``default`` profile's scheme: from He-normal (std 0.117 for 7×7×3, above the radius) the
+      renormalisation binds from the first update and conv1 keeps its random start (measured in
+      ``benchmarks/conv1_recipes.py``; README, "Why layer 1 was noisy").
     - ``"torch"``: PyTorch's default ``reset_parameters``.
     """
     if scheme not in INIT_SCHEMES:

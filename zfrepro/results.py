@@ -35,6 +35,13 @@ def _f(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _iqr(s: Any) -> str:
+    """``median [q25, q75]`` of a :func:`zfrepro.aliasing.summarize` dict, or "–"."""
+    if not isinstance(s, dict):
+        return "–"
+    return f"{_f(s.get('median'), 2)} [{_f(s.get('q25'), 2)}, {_f(s.get('q75'), 2)}]"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows]
@@ -71,11 +78,23 @@ def results_markdown(profile: str = "default") -> str:
         parts.append("## Fig. 1 — deconvnet\n\n" + _table(["check", "expected", "ours"], [
             ["explicit deconvnet vs autograd deconvnet rule (relative error)", "0", d.get("relative_error_vs_autograd_deconvnet_rule")],
             ["same top signal through two images' switches (relative difference)", "> 0 (§2.1: not samples from the model)",
-             d.get("same_signal_two_images_relative_difference")]]) + "\n")
+             d.get("same_signal_two_images_relative_difference")],
+            ["projection noise of the unit (HF share over its patch's)", "~1 (crisp, Fig. 1)", _f(d.get("projection_noise"), 2)]]) + "\n")
     f = r.get("03_feature_visualization")
     if f:
-        parts.append("## Fig. 2 — top-9 feature visualisation\n\n" + _table(["layer", "maps", "active on val", "maps shown"], [
-            [k, v.get("maps"), v.get("active_on_val"), ", ".join(map(str, v.get("shown", [])))] for k, v in f.items() if isinstance(v, dict)]) + "\n")
+        layers = f.get("layers", {})
+        parts.append("## Fig. 2 — top-9 feature visualisation\n\n" + _table(
+            ["layer", "maps", "active on val", "maps shown", "projection noise (median [IQR]; 1 = as smooth as its patch)"], [
+                [k, v.get("maps"), v.get("active_on_val"), ", ".join(map(str, v.get("shown", []))), _iqr(v.get("projection_noise"))]
+                for k, v in layers.items()]) + "\n")
+        st = f.get("filter_structure")
+        if st:
+            share, med = st.get("share_structured"), st.get("median_r2")
+            parts.append(_table(["layer-1 filters (Gabor/blob fit of the dominant colour pattern)", "paper", "ours"], [
+                [f"share with structure R² ≥ {st.get('threshold')}", "oriented edges and colour blobs (Fig. 2, 6c)",
+                 _f(share, 2)], ["median R²", "–", _f(med, 2)]]) + "\n\n" + _table(["paper's claim", "holds"], [
+                ["layer-1 filters are oriented edges and colour blobs (≥ 85 % with R² ≥ 0.6)",
+                 None if share is None else share >= 0.85]]) + "\n")
     e = r.get("04_training_evolution")
     if e:
         parts.append(f"## Fig. 4 — feature evolution (snapshots {e.get('epochs')})\n\n" + _table(["paper's claim", "holds"], [
@@ -96,6 +115,7 @@ def results_markdown(profile: str = "default") -> str:
                           f"{_f(s.get('sensitive_mean'))} [{_f(s.get('sensitive_ci_low'))}, {_f(s.get('sensitive_ci_high'))}]"],
                          ["drop of P(correct), random position", "small (qualitative)",
                           f"{_f(s.get('random_mean'))} [{_f(s.get('random_ci_low'))}, {_f(s.get('random_ci_high'))}]"],
+                         ["projection noise of column (c') (median [IQR])", "~1 (crisp)", _iqr(o.get("projection_noise"))],
                          ["claim holds (median relative drop ≥ 0.5 sensitive, ≤ 0.2 random)", "yes", o.get("claim_holds")]]) + "\n")
     c = r.get("07_correspondence")
     if c:

@@ -241,14 +241,17 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _param_groups(model: nn.Module, prof: Profile) -> list[dict[str, Any]]:
-    """One SGD parameter group, or two when ``prof.first_lr_mult`` != 1: the first convolution
-    (weight and bias) at ``lr × first_lr_mult`` (Caffe's per-layer ``lr_mult``), the rest at ``lr``."""
+    """One SGD parameter group, or two when ``prof.first_lr_mult`` or ``prof.first_decay_mult`` != 1:
+    the first convolution (weight and bias) at ``lr × first_lr_mult`` (Caffe's per-layer ``lr_mult``)
+    and weight decay ``weight_decay × first_decay_mult`` (Caffe's ``decay_mult``), the rest at ``lr``
+    and ``weight_decay``."""
     params = list(model.parameters())
-    if prof.first_lr_mult == 1.0:
+    if prof.first_lr_mult == 1.0 and prof.first_decay_mult == 1.0:
         return [{"params": params, "lr": prof.lr}]
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     ids = {id(p) for p in first.parameters()} if first is not None else set()
-    return [{"params": [p for p in params if id(p) in ids], "lr": prof.lr * prof.first_lr_mult},
+    return [{"params": [p for p in params if id(p) in ids], "lr": prof.lr * prof.first_lr_mult,
+             "weight_decay": prof.weight_decay * prof.first_decay_mult},
             {"params": [p for p in params if id(p) not in ids], "lr": prof.lr}]
 
 
