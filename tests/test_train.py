@@ -515,3 +515,23 @@ def test_keep_freed_memory_stops_refaulting_large_buffers() -> None:
     pages = 10 * 64 * 2**20 // 4096
     assert n_system > pages // 2, n_system      # the default re-faults every allocation
     assert n_kept < pages // 20, n_kept          # kept: reused without faults
+
+
+def test_first_layer_decay_multiplier_decays_only_conv1():
+    from zfrepro.config import get_profile
+    from zfrepro.models import init_weights, zfnet
+
+    prof = get_profile("smoke", weight_decay=1e-3, first_decay_mult=50.0)
+    model = init_weights(zfnet(10, 64, 0.25, 32), "kaiming")
+    groups = T._param_groups(model, prof)
+    assert groups[0]["params"][0] is model.features.conv1.weight
+    assert groups[0]["weight_decay"] == pytest.approx(5e-2) and "weight_decay" not in groups[1]
+    opt = torch.optim.SGD(groups, lr=prof.lr, momentum=0.0, weight_decay=prof.weight_decay)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)   # no loss gradient: one step is pure decay
+    opt.step()
+    shrink = {n: float(p.detach().norm() / before[n].norm()) for n, p in model.named_parameters() if n.endswith("weight")}
+    lr = prof.lr  # both groups at the profile's lr (first_lr_mult 1)
+    assert shrink["features.conv1.weight"] == pytest.approx(1 - lr * 5e-2)
+    assert shrink["features.conv2.weight"] == pytest.approx(1 - lr * 1e-3)
