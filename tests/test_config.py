@@ -34,3 +34,34 @@ def test_unknown_profile_and_field():
         get_profile("smoke", epochs="many")
     with pytest.raises(ConfigError, match="exceeds resize"):
         get_profile("smoke", input_size=500)
+
+
+def test_name_and_non_positive_sizes_are_one_line_errors():
+    import pytest
+
+    from zfrepro.config import get_profile
+    from zfrepro.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown profile field 'name'"):
+        get_profile("smoke", name="x")
+    for field in ("resize", "input_size", "epochs", "batch_size", "fc_width", "width"):
+        with pytest.raises(ConfigError, match=f"{field}=0.*must be positive"):
+            get_profile("smoke", **{field: 0})
+
+
+def test_train_command_takes_arch_as_a_set(monkeypatch):
+    import argparse
+
+    import pytest
+
+    from zfrepro import train as T
+    from zfrepro.errors import ConfigError
+
+    seen = {}
+    monkeypatch.setattr(T, "train", lambda profile, **kw: seen.update(kw, profile=profile) or "run")
+    args = T.add_train_arguments(argparse.ArgumentParser()).parse_args(["--profile", "smoke", "--set", "arch=alexnet",
+                                                                       "--set", "epochs=1"])
+    assert T.run_from_args(args) == "run" and seen["arch"] == "alexnet" and seen["epochs"] == "1"
+    args = T.add_train_arguments(argparse.ArgumentParser()).parse_args(["--arch", "alexnet", "--set", "arch=zfnet"])
+    with pytest.raises(ConfigError, match="arch given twice"):
+        T.run_from_args(args)

@@ -217,3 +217,18 @@ def test_no_root_downloads_imagenette_into_the_cache_and_says_so(tmp_path, tmp_c
     monkeypatch.setenv("ZFREPRO_DATA", str(tmp_path / "elsewhere"))
     with pytest.raises(DataError, match="elsewhere does not exist"):
         resolve_root(None)
+
+
+def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path):
+    ramp16 = (np.arange(64 * 48).reshape(48, 64) * 21).astype(np.uint16)          # 0 .. 64,491 of 65,535
+    Image.fromarray(ramp16).save(tmp_path / "grey16.png")
+    got = np.asarray(load_image(tmp_path / "grey16.png"))[..., 0].astype(float)
+    assert got.shape == (48, 64) and np.abs(got - ramp16 / 257.0).max() <= 0.51   # scaled by the bit depth
+    assert 0.4 < (got > 127).mean() < 0.6                                          # not 99.6 % white
+    f = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)
+    Image.fromarray(f).save(tmp_path / "float.tif")
+    got = np.asarray(load_image(tmp_path / "float.tif"))[..., 0].astype(float)
+    assert np.abs(got - f * 255).max() <= 0.51
+    Image.fromarray(f * 1000).save(tmp_path / "hdr.tif")
+    with pytest.raises(DataError, match="float image with values in .*convert it to an 8-bit image"):
+        load_image(tmp_path / "hdr.tif")

@@ -188,6 +188,19 @@ def test_data_root_without_splits_is_a_data_error(tmp_path: Path, runs_root: Pat
         T.train("smoke", data_root=tmp_path / "missing", out_dir=tmp_path / "run", progress=False)
 
 
+def test_class_folder_mismatch_names_the_classes(tmp_path: Path, runs_root: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for split, classes in (("train", ("cat", "dog")), ("val", ("cat", "emu"))):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(root / split / c / "x.png")
+    with pytest.raises(DataError) as ei:
+        T.train("smoke", data_root=root, out_dir=tmp_path / "run", progress=False)
+    assert "only in train: dog; only in val: emu" in str(ei.value) and "\n" not in str(ei.value)
+
+
 def _lrs(schedule: str, epochs: int = 4, steps: int = 5, val_losses=None, **kw) -> list[float]:
     prof = T.resolve_profile("smoke", schedule=schedule, epochs=epochs, lr=0.1, **kw)[0]
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=prof.lr, momentum=0.9)

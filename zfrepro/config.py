@@ -135,7 +135,7 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
     return value
 
 
-def get_profile(name: str | Profile = "default", **overrides: Any) -> Profile:
+def get_profile(name: str | Profile = "default", /, **overrides: Any) -> Profile:
     """The profile ``name`` with single fields overridden, e.g. ``get_profile("smoke", epochs=1)``.
 
     Overrides given as strings (from ``--set key=value``) are converted to the field's type.
@@ -156,6 +156,10 @@ def get_profile(name: str | Profile = "default", **overrides: Any) -> Profile:
             raise ConfigError(f"unknown profile field {key!r}: valid fields are {', '.join(valid)}")
         clean[key] = _coerce(key, value, hints[key])
     prof = replace(base, **clean)
+    small = [f"{k}={getattr(prof, k)}" for k in ("resize", "input_size", "epochs", "batch_size", "fc_width")
+             if getattr(prof, k) < 1] + ([f"width={prof.width}"] if prof.width <= 0 else [])
+    if small:
+        raise ConfigError(f"{', '.join(small)}: sizes, counts and widths must be positive")
     if prof.input_size > prof.resize:
         raise ConfigError(f"input_size {prof.input_size} exceeds resize {prof.resize}: crops come from the resized image")
     if prof.eval_crops not in (1, 10):

@@ -75,10 +75,31 @@ def _open_rgb(path: str | Path, draft: int | None = None) -> "Any":
             img.load()
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")
+            if img.mode.startswith("I") or img.mode == "F":
+                img = _to_8bit(img, path)
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path} ({exc}): the file is corrupt or truncated; "
                         "replace or delete it") from None
+
+
+def _to_8bit(img: "Any", path: str | Path) -> "Any":
+    """A 16/32-bit integer or float greyscale image as 8-bit greyscale, scaled by its bit depth
+    (Pillow's own ``convert("RGB")`` clips them: a 16-bit PNG comes out almost white)."""
+    from PIL import Image
+
+    a = np.asarray(img)
+    if img.mode == "F":
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        if not (np.isfinite(a).all() and lo >= 0.0 and hi <= 1.0):
+            raise DataError(f"cannot read image {path}: a float image with values in [{lo:g}, {hi:g}], not 0..1; "
+                            "convert it to an 8-bit image")
+        a = a * 255.0
+    elif img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
+        if a.min(initial=0) < 0 or a.max(initial=0) > 65535:
+            raise DataError(f"cannot read image {path}: 32-bit integer pixels outside 0..65535; convert it to an 8-bit image")
+        a = a / 257.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))  # 8-bit greyscale ("L")
 
 
 def load_image(path: str | Path) -> "Any":

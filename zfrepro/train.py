@@ -204,8 +204,11 @@ def _prepare_data(prof: Profile, data_root: str | Path | None, progress: bool) -
     train_ds = _data.image_folder(root, "train")
     val_ds = _data.image_folder(root, "val")   # both splits checked before any decoding
     if train_ds.classes != val_ds.classes:
-        raise DataError(f"{root}/train and {root}/val have different class folders "
-                        f"({len(train_ds.classes)} vs {len(val_ds.classes)}): both need the same classes")
+        only_train = sorted(set(train_ds.classes) - set(val_ds.classes))
+        only_val = sorted(set(val_ds.classes) - set(train_ds.classes))
+        raise DataError(f"{root}/train and {root}/val have different class folders (only in train: "
+                        f"{', '.join(only_train[:5]) or 'none'}; only in val: {', '.join(only_val[:5]) or 'none'}): "
+                        "both splits need the same class folders")
     tr = _data.decode_split(train_ds.subset_per_class(prof.train_per_class), prof.resize, progress=progress)
     va = _data.decode_split(val_ds.subset_per_class(prof.val_per_class), prof.resize, progress=progress)
     return _Data(tr, va, _data.pixel_mean(tr), list(train_ds.classes), root)
@@ -1006,9 +1009,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def run_from_args(args: argparse.Namespace) -> Path:
     """Run :func:`train` from parsed :func:`add_train_arguments` options; returns the run directory."""
-    return train(args.profile, arch=args.arch, data_root=args.data_root, device=args.device,
+    sets = _parse_sets(args.overrides)
+    arch = args.arch
+    if "arch" in sets:  # --set arch=alexnet, as the docstring of resolve_profile allows
+        if arch not in ("zfnet", sets["arch"]):
+            raise ConfigError(f"arch given twice (--arch {arch} and --set arch={sets['arch']}): give it once")
+        arch = sets.pop("arch")
+    return train(args.profile, arch=arch, data_root=args.data_root, device=args.device,
                  out_dir=args.out_dir, resume=args.resume, amp=args.amp, snapshot_every=args.snapshot_every,
-                 progress=not args.quiet, **_parse_sets(args.overrides))
+                 progress=not args.quiet, **sets)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
