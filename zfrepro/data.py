@@ -78,6 +78,8 @@ def _open_rgb(path: str | Path, draft: int | None = None) -> "Any":
             if img.mode.startswith("I") or img.mode == "F":
                 img = _to_8bit(img, path)
             return img.convert("RGB")
+    except DataError:
+        raise  # already one line naming the problem (an unsupported pixel format)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path} ({exc}): the file is corrupt or truncated; "
                         "replace or delete it") from None
