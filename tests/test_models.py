@@ -162,3 +162,101 @@ def test_build_model_names():
     assert layer_names(build_model("torchvision:vgg11"))[0] == "conv1"
     with pytest.raises(ConfigError, match="unknown architecture"):
         build_model("resnet-ish")
+
+
+# ----------------------------------------------------------------------------- Table 3 variants
+
+# Parameters at the paper's width, 224 input, 1000 classes, computed by hand (weights + biases):
+# ZFNet convs 14,208 + 614,656 + 885,120 + 1,327,488 + 884,992 = 3,726,464; the replica's conv1 is
+# 96·3·11·11 + 96 = 34,944, so its convs are 3,747,200. fc6 9216·4096 + 4096 = 37,752,832, fc7
+# 16,781,312, fc8 4,097,000 (fc layers 58,631,144). 512-1024-512: conv3 1,180,160, conv4 4,719,616,
+# conv5 4,719,104 (convs 11,247,744), fc6 then reads 6·6·512 = 18,432. 8192 units: fc6 9216·8192 + 8192
+# = 75,505,664, fc7 67,117,056, fc8 8,193,000; 2048 units: 18,876,416 + 4,196,352 + 2,049,000.
+# Without conv3-4, conv5 reads conv2's 256 maps: 256·256·9 + 256 = 590,080 (convs 1,239,680).
+# Without fc6-7, fc8 reads pool5: 9216·1000 + 1000 = 9,217,000.
+PAPER_WIDTH_PARAMS = [
+    ("alexnet", {}, 3_747_200 + 58_631_144),                                    # 62,378,344
+    ("alexnet", {"remove": (3, 4)}, 1_239_680 + 58_631_144),                    # 59,870,824
+    ("alexnet", {"remove": (7,)}, 3_747_200 + 37_752_832 + 4_097_000),          # 45,597,032
+    ("alexnet", {"remove": (6, 7)}, 3_747_200 + 9_217_000),                     # 12,964,200
+    ("alexnet", {"remove": (3, 4, 6, 7)}, 1_239_680 + 9_217_000),               # 10,456,680
+    ("alexnet", {"fc_width": 2048}, 3_747_200 + 18_876_416 + 4_196_352 + 2_049_000),
+    ("alexnet", {"fc_width": 8192}, 3_747_200 + 75_505_664 + 67_117_056 + 8_193_000),
+    ("zfnet", {}, 62_357_608),
+    ("zfnet", {"fc_width": 2048}, 3_726_464 + 18_876_416 + 4_196_352 + 2_049_000),
+    ("zfnet", {"fc_width": 8192}, 3_726_464 + 75_505_664 + 67_117_056 + 8_193_000),
+    ("zfnet", {"conv_maps": (96, 256, 512, 1024, 512)}, 11_247_744 + 18_432 * 4096 + 4096 + 16_781_312 + 4_097_000),
+    ("zfnet", {"conv_maps": (96, 256, 512, 1024, 512), "fc_width": 8192},
+     11_247_744 + 18_432 * 8192 + 8192 + 67_117_056 + 8_193_000),               # 237,560,936
+]
+
+
+@pytest.mark.parametrize("arch, kw, expected", PAPER_WIDTH_PARAMS,
+                         ids=[f"{a}-{'-'.join(f'{k}{v}' for k, v in kw.items()) or 'baseline'}" for a, kw, _ in PAPER_WIDTH_PARAMS])
+def test_table3_variants_paper_width_parameter_counts(arch, kw, expected):
+    with torch.device("meta"):  # shapes only: the 237M-parameter network costs no memory
+        m = build_model(arch, num_classes=1000, **kw)
+    assert sum(p.numel() for p in m.parameters()) == expected
+
+
+def test_wide_maps_combine_with_width_and_keep_fig3_sizes():
+    m = zfnet(num_classes=10, input_size=224, width=0.5, fc_width=512, conv_maps=(96, 256, 512, 1024, 512))
+    convs = [c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d)]
+    assert convs == [48, 128, 256, 512, 256]  # the paper's 512-1024-512 at the default width x0.5
+    s = _maps(m, 224)
+    assert s["conv4"] == (512, 13, 13) and s["pool5"] == (256, 6, 6)
+    assert m.classifier.fc6.in_features == 256 * 36 and m.spec["conv_maps"] == [96, 256, 512, 1024, 512]
+
+
+def test_remove_middle_convs_conv5_reads_conv2():
+    m = zfnet(num_classes=10, remove=(3, 4))
+    assert layer_names(m) == ["conv1", "conv2", "conv5", "fc6", "fc7", "fc8"]
+    assert m.features.conv5.in_channels == m.features.conv2.out_channels == 256
+    s = _maps(m, 224)
+    assert s["conv5"] == (256, 13, 13) and s["pool5"] == (256, 6, 6)
+    assert [n for n in m.features._modules] == ["conv1", "relu1", "pool1", "norm1", "conv2", "relu2", "pool2",
+                                                 "norm2", "conv5", "relu5", "pool5"]
+    assert m.eval()(torch.zeros(1, 3, 224, 224)).shape == (1, 10)
+
+
+def test_remove_fc_layers_classifier_reads_pool5():
+    m = alexnet(num_classes=10, remove=(6, 7))
+    assert list(m.classifier._modules) == ["fc8"] and m.classifier.fc8.in_features == 9216
+    assert layer_names(m) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc8"]
+    m7 = alexnet(num_classes=10, remove=(7,), fc_width=64)
+    assert list(m7.classifier._modules) == ["drop6", "fc6", "relu6", "fc8"] and m7.classifier.fc8.in_features == 64
+    m4 = zfnet(num_classes=10, input_size=128, width=0.25, fc_width=32, remove=(3, 4, 6, 7))
+    assert layer_names(m4) == ["conv1", "conv2", "conv5", "fc8"]
+    assert not [d for d in m4.modules() if isinstance(d, nn.Dropout)]
+    assert m4.eval()(torch.zeros(2, 3, 128, 128)).shape == (2, 10)
+    assert m4.spec["remove"] == [3, 4, 6, 7]
+    rows = describe(m4, 128)
+    assert list(rows["layer"]) == ["conv1", "pool1", "norm1", "conv2", "pool2", "norm2", "conv5", "pool5", "fc8"]
+
+
+@pytest.mark.parametrize("kw, match", [({"remove": (5,)}, r"cannot remove layer 5: only layers 3, 4, 6 and 7"),
+                                       ({"remove": (1, 8)}, r"cannot remove layer 1, 8"),
+                                       ({"conv_maps": (512, 1024, 512)}, r"conv_maps must be 5 positive integers"),
+                                       ({"conv_maps": (96, 256, 0, 1, 1)}, r"conv_maps must be 5 positive")])
+def test_bad_variants_are_one_line(kw, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        zfnet(num_classes=10, **kw)
+    assert "\n" not in str(e.value)
+
+
+def test_default_spec_unchanged_and_variant_checkpoints(tmp_path):
+    m = zfnet(num_classes=10, input_size=128, width=0.25, fc_width=32)
+    assert set(m.spec) == {"arch", "num_classes", "input_size", "width", "fc_width", "dropout"}
+    # a checkpoint written before the variants (spec without conv_maps/remove) still rebuilds
+    old = tmp_path / "old.pt"
+    torch.save({"spec": dict(m.spec), "state_dict": m.state_dict()}, old)
+    assert layer_names(load_checkpoint(old)) == layer_names(m)
+    v = zfnet(num_classes=10, input_size=128, width=0.25, fc_width=32, conv_maps=(96, 256, 512, 1024, 512),
+              remove=(7,))
+    p = save_checkpoint(v, tmp_path / "v.pt")
+    back = load_checkpoint(p)
+    assert back.spec == v.spec and layer_names(back) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc8"]
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), v.state_dict().values()))
+    with pytest.raises(CheckpointError, match="another architecture") as e:
+        load_checkpoint(p, m)
+    assert "\n" not in str(e.value)

@@ -42,6 +42,8 @@ class Profile:
     arch: str = "zfnet"
     width: float = 1.0           # multiplier of conv channels (96/256/384/384/256)
     fc_width: int = 4096         # fc6/fc7 units
+    conv_maps: tuple[int, ...] = ()      # Table 3: conv1-5 maps at width 1, e.g. 96,256,512,1024,512 (): the arch's own
+    remove_layers: tuple[int, ...] = ()  # Table 3: layers removed, any of 3, 4, 6, 7 (): none
     init: str = "paper"          # "paper" N(0, 1e-2), "kaiming", "torch"
     dropout: float = 0.5
     # --- optimisation

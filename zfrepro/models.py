@@ -20,7 +20,7 @@ import struct
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -41,6 +41,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "model_spec",
+    "REMOVABLE_LAYERS",
 ]
 
 #: Contrast normalisation constants (Krizhevsky et al. 2012, §3.3).
@@ -65,6 +66,38 @@ def _pool_out(n: int, k: int = 3, s: int = 2) -> int:
     return out
 
 
+#: Layers that Table 3 removes (any subset): conv3, conv4 (conv5 then reads pool2/norm2) and fc6, fc7
+#: (the next kept layer reads the flattened pool5, or fc6's output).
+REMOVABLE_LAYERS = (3, 4, 6, 7)
+
+
+def _check_conv_maps(conv_maps: Sequence[int] | None, default: list[int]) -> list[int]:
+    """The five conv map counts at width 1 (paper units): ``conv_maps`` or the architecture's own."""
+    if conv_maps is None or len(conv_maps) == 0:
+        return list(default)
+    try:
+        maps = [int(c) for c in conv_maps]
+    except (TypeError, ValueError):
+        raise ConfigError(f"conv_maps must be 5 integers (conv1-conv5 at width 1), got {conv_maps!r}") from None
+    if len(maps) != 5 or min(maps) < 1:
+        raise ConfigError(f"conv_maps must be 5 positive integers (conv1-conv5 maps at width 1, e.g. "
+                          f"96,256,512,1024,512), got {list(conv_maps)}")
+    return maps
+
+
+def _check_remove(remove: Sequence[int] | None) -> tuple[int, ...]:
+    """The removed layers, sorted; only 3, 4, 6 and 7 can go (Table 3)."""
+    try:
+        out = tuple(sorted({int(i) for i in (remove or ())}))
+    except (TypeError, ValueError):
+        raise ConfigError(f"remove must list layer numbers (3, 4, 6, 7), got {remove!r}") from None
+    bad = [i for i in out if i not in REMOVABLE_LAYERS]
+    if bad:
+        raise ConfigError(f"cannot remove layer {', '.join(map(str, bad))}: only layers 3, 4, 6 and 7 can be "
+                          "removed (conv1, conv2 and conv5 carry the pooling and normalisation; fc8 is the classifier)")
+    return out
+
+
 class ZFNet(nn.Module):
     """A ZFNet-style network: ``features`` (conv/ReLU/pool/norm) then ``classifier`` (fc6-fc8).
 
@@ -79,21 +112,33 @@ class ZFNet(nn.Module):
         width: float = 1.0,
         fc_width: int = 4096,
         dropout: float = 0.5,
+        conv_maps: Sequence[int] | None = None,
+        remove: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if arch not in _CONV_SPECS:
             raise ConfigError(f"unknown architecture {arch!r}: use one of {sorted(_CONV_SPECS)}")
         if width <= 0 or fc_width <= 0 or num_classes <= 0:
             raise ConfigError("width, fc_width and num_classes must be positive")
+        base = _CONV_SPECS[arch]
+        maps = _check_conv_maps(conv_maps, [c for c, *_ in base])
+        removed = _check_remove(remove)
         self.arch = arch
         self.spec = dict(
             arch=arch, num_classes=int(num_classes), input_size=int(input_size),
             width=float(width), fc_width=int(fc_width), dropout=float(dropout),
         )
+        # variant keys only when used: the default networks' specs (and old checkpoints) are unchanged
+        if maps != [c for c, *_ in base]:
+            self.spec["conv_maps"] = list(maps)
+        if removed:
+            self.spec["remove"] = list(removed)
         layers: "OrderedDict[str, nn.Module]" = OrderedDict()
         c_in, size = 3, int(input_size)
-        for i, (c_out, k, s, p) in enumerate(_CONV_SPECS[arch], start=1):
-            c_out = max(1, int(round(c_out * width)))
+        for i, ((_, k, s, p), c_paper) in enumerate(zip(base, maps), start=1):
+            if i in removed:
+                continue  # "remove layers 3,4": the next kept layer reads this one's input
+            c_out = max(1, int(round(c_paper * width)))
             layers[f"conv{i}"] = nn.Conv2d(c_in, c_out, k, stride=s, padding=p)
             layers[f"relu{i}"] = nn.ReLU(inplace=False)
             size = (size + 2 * p - k) // s + 1
@@ -107,15 +152,17 @@ class ZFNet(nn.Module):
             raise ConfigError(f"input_size {input_size} is too small for {arch}: use at least 64")
         self.features = nn.Sequential(layers)
         self.flat_features = c_in * size * size
-        self.classifier = nn.Sequential(OrderedDict([
-            ("drop6", nn.Dropout(dropout)),
-            ("fc6", nn.Linear(self.flat_features, fc_width)),
-            ("relu6", nn.ReLU(inplace=False)),
-            ("drop7", nn.Dropout(dropout)),
-            ("fc7", nn.Linear(fc_width, fc_width)),
-            ("relu7", nn.ReLU(inplace=False)),
-            ("fc8", nn.Linear(fc_width, num_classes)),
-        ]))
+        head: "OrderedDict[str, nn.Module]" = OrderedDict()
+        n_in = self.flat_features
+        for j in (6, 7):  # dropout sits before each fc layer it belongs to; a removed layer takes its dropout along
+            if j in removed:
+                continue
+            head[f"drop{j}"] = nn.Dropout(dropout)
+            head[f"fc{j}"] = nn.Linear(n_in, fc_width)
+            head[f"relu{j}"] = nn.ReLU(inplace=False)
+            n_in = fc_width
+        head["fc8"] = nn.Linear(n_in, num_classes)
+        self.classifier = nn.Sequential(head)
         init_weights(self, "paper")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +171,8 @@ class ZFNet(nn.Module):
 
 
 def zfnet(num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-          fc_width: int = 4096, *, dropout: float = 0.5) -> nn.Module:
+          fc_width: int = 4096, *, dropout: float = 0.5, conv_maps: Sequence[int] | None = None,
+          remove: Sequence[int] = ()) -> nn.Module:
     """The paper's Fig. 3 network (ZFNet), initialised as in §3 (weights N(0, 1e-2), biases 0).
 
     At a 224 input the maps are conv1 110×110×96, pool1 55×55, conv2 26×26×256, pool2 13×13,
@@ -132,15 +180,28 @@ def zfnet(num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
     conv channels and ``fc_width`` the fc6/fc7 units (CPU profiles); ``input_size`` sets the
     flatten size; ``dropout`` is the rate before fc6 and fc7. Used by every notebook; Fig. 3 in
     ``01_architecture``.
+
+    Table 3's variants (``09_ablations``):
+
+    - ``conv_maps``: the maps of conv1-conv5 *at width 1*, in the paper's units, e.g.
+      ``(96, 256, 512, 1024, 512)`` for "layers 3,4,5 at 512,1024,512 maps" (Table 2 b);
+      ``width`` multiplies them like the default maps (×0.5: 48-128-256-512-256).
+    - ``fc_width``: the fc6/fc7 units (paper 2048 / 4096 / 8192).
+    - ``remove``: layers taken out, any of 3, 4, 6, 7. Without conv3 and conv4, conv5 filters
+      conv2's (pooled, normalised) output; without fc7, fc8 reads fc6; without fc6 and fc7, fc8
+      reads the flattened pool5 directly (with no dropout: the paper's dropout belongs to fc6
+      and fc7). The kept layers keep their paper names (``conv5`` stays ``conv5``).
     """
-    return ZFNet("zfnet", num_classes, input_size, width, fc_width, dropout)
+    return ZFNet("zfnet", num_classes, input_size, width, fc_width, dropout, conv_maps, remove)
 
 
 def alexnet(num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            fc_width: int = 4096, *, dropout: float = 0.5) -> nn.Module:
+            fc_width: int = 4096, *, dropout: float = 0.5, conv_maps: Sequence[int] | None = None,
+            remove: Sequence[int] = ()) -> nn.Module:
     """The paper's replica of Krizhevsky et al. (11×11 stride-4 conv1, 5×5 stride-1 conv2),
-    with dense connections and the same fc layers. Used for Fig. 6 and Table 3 comparisons."""
-    return ZFNet("alexnet", num_classes, input_size, width, fc_width, dropout)
+    with dense connections and the same fc layers. Used for Fig. 6 and Table 3 comparisons;
+    takes the same variants as :func:`zfnet` (``conv_maps``, ``fc_width``, ``remove``)."""
+    return ZFNet("alexnet", num_classes, input_size, width, fc_width, dropout, conv_maps, remove)
 
 
 ARCHS = {"zfnet": zfnet, "alexnet": alexnet}
@@ -167,6 +228,9 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
 def _named_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Conv2d and Linear modules in forward (registration) order, named convN / fcN."""
     out: list[tuple[str, nn.Module]] = []
+    if isinstance(model, ZFNet):  # the paper's names, also where Table 3 removed layers (conv1, conv2, conv5, fc8)
+        return [(n, m) for seq in (model.features, model.classifier) for n, m in seq.named_children()
+                if isinstance(m, (nn.Conv2d, nn.Linear))]
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
     for i, m in enumerate(convs, start=1):
@@ -385,11 +449,14 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
         if spec.get("arch") not in ARCHS:
             raise CheckpointError(f"checkpoint {path} does not say how to build its model "
                                   f"(spec: {spec or 'none'}): pass model=")
-        kw = {k: spec[k] for k in ("num_classes", "input_size", "width", "fc_width", "dropout") if k in spec}
+        kw = {k: spec[k] for k in ("num_classes", "input_size", "width", "fc_width", "dropout", "conv_maps", "remove")
+              if k in spec}  # a checkpoint from before the variants has no conv_maps/remove: the defaults
         model = build_model(spec["arch"], **kw)
     mine = model_spec(model)
     mismatched = [k for k in ("arch", "num_classes", "width", "fc_width")
                   if k in spec and k in mine and spec[k] != mine[k]]
+    if spec.get("arch") in ARCHS:  # Table 3 variants: absent means the architecture's default
+        mismatched += [k for k in ("conv_maps", "remove") if list(spec.get(k) or []) != list(mine.get(k) or [])]
     own = model.state_dict()
     bad_shape = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     missing = [k for k in own if k not in state]

@@ -223,9 +223,15 @@ def _set_dropout(model: nn.Module, p: float) -> None:
 
 
 def build_network(prof: Profile, arch: str, num_classes: int) -> nn.Module:
-    """The profile's network (width, fc width, dropout) initialised per ``prof.init``."""
+    """The profile's network (width, fc width, dropout, and Table 3's ``conv_maps`` / ``remove_layers``
+    when set) initialised per ``prof.init``."""
+    variant: dict[str, Any] = {}
+    if getattr(prof, "conv_maps", ()):
+        variant["conv_maps"] = tuple(prof.conv_maps)
+    if getattr(prof, "remove_layers", ()):
+        variant["remove"] = tuple(prof.remove_layers)
     model = _models.build_model(arch, num_classes=num_classes, input_size=prof.input_size,
-                                width=prof.width, fc_width=prof.fc_width)
+                                width=prof.width, fc_width=prof.fc_width, **variant)
     _set_dropout(model, prof.dropout)
     return _models.init_weights(model, prof.init)
 
