@@ -128,9 +128,40 @@ def results_markdown(profile: str = "default") -> str:
                      f"{c.get('draws')} draws)\n\n" + _table(["part", "layer", "paper Δ", "ours Δ"], rows) + "\n\n"
                      + _table(["paper's claim: every part below random", "holds"],
                               [[ly, all(v.values())] for ly, v in below.items()]) + "\n")
+    parts.extend(filter(None, [_ablation_section(r)]))  # notebook 09
     return "\n".join(parts)
 
 
 def write_results_md(profile: str = "default") -> Path:
     """Write ``results/<profile>/RESULTS.md`` (atomically) and return its path."""
     return atomic_write_text(results_markdown(profile), results_dir(profile) / "RESULTS.md")
+
+
+def _ablation_section(r: dict[str, Any]) -> str | None:
+    """Table 3 (notebook 09): per variant our train / val top-1 and val top-5 errors (mean over seeds, val
+    ± half the seed spread) beside the paper's, and the claims of §4.1 on ours and on the paper's own table."""
+    a = r.get("09_ablations") or {}
+    if not a.get("table"):
+        return None
+    from .ablation import CLAIMS
+
+    b = a.get("budget", {})
+    over, n_seeds = b.get("overrides", {}), len(b.get("seeds", []))
+    ep = over.get("epochs", "?")
+    head = (f"## Table 3 — ablations ({ep} epoch{'' if ep == 1 else 's'} per run, {n_seeds} seed"
+            f"{'' if n_seeds == 1 else 's'} per variant"
+            + (f", {over['input_size']}-px crops" if "input_size" in over else "")
+            + (f", {over['train_per_class']} train images per class" if over.get("train_per_class") else "")
+            + "; errors in %)\n")
+    rows = [[t.get("family"), t.get("variant"),
+             f"{_f(t.get('train_top1_err'), 1)} / {_f(t.get('paper_train_top1_err'), 1)}",
+             f"{_f(t.get('val_top1_err'), 1)} ± {_f((t.get('val_top1_err_spread') or 0.0) / 2, 1)} / "
+             f"{_f(t.get('paper_val_top1_err'), 1)}",
+             f"{_f(t.get('val_top5_err'), 1)} / {_f(t.get('paper_val_top5_err'), 1)}"] for t in a["table"]]
+    table = _table(["family", "variant", "train top-1 (ours / paper)", "val top-1 (ours ± half the seed spread / paper)",
+                    "val top-5 (ours / paper)"], rows)
+    ours, paper, text = a.get("claims", {}), a.get("paper_claims", {}), a.get("claim_text", {})
+    order = [c for c in CLAIMS if c in ours] + [c for c in ours if c not in CLAIMS]
+    claims = _table(["paper's claim (§4.1)", "holds on the paper's table", "holds for ours"],
+                    [[text.get(c, c), paper.get(c), ours[c]] for c in order])
+    return head + "\n" + table + "\n\n" + claims + "\n"
