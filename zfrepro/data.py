@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .errors import DataError
-from .io import atomic_path, atomic_write_json, cache_dir
+from .io import atomic_path, atomic_save, atomic_write_json, cache_dir
 
 __all__ = [
     "IMG_EXTENSIONS", "IMAGENETTE_WNIDS", "ImageFolderDataset", "image_folder", "imagenette", "resolve_root", "load_image",
@@ -80,6 +81,9 @@ def _open_rgb(path: str | Path, draft: int | None = None) -> "Any":
             return img.convert("RGB")
     except DataError:
         raise  # already one line naming the problem (an unsupported pixel format)
+    except Image.DecompressionBombError as exc:  # over twice Pillow's pixel limit: a bomb, or a huge scan
+        raise DataError(f"cannot read image {path} ({exc}): it decodes to more pixels than Pillow allows; "
+                        "shrink it or delete it (or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path} ({exc}): the file is corrupt or truncated; "
                         "replace or delete it") from None
@@ -171,7 +175,12 @@ class ImageFolderDataset(Dataset):
         """Hash of the file list with sizes and modification times: changes when any file does."""
         h = hashlib.sha1()
         for p, label in self.samples:
-            st = os.stat(p)
+            try:
+                st = os.stat(p)
+            except OSError as exc:  # a dangling or self-referencing link, or a file removed meanwhile
+                kind = "a self-referencing link" if exc.errno == errno.ELOOP else \
+                    "a dangling link" if os.path.islink(p) else "unreadable"
+                raise DataError(f"{p} is {kind} ({exc.strerror}): fix it or delete it") from None
             h.update(f"{p}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
 
@@ -288,9 +297,77 @@ class DecodedSplit:
 
 def _cache_files(dataset: ImageFolderDataset, size: int, n: int) -> tuple[Path, Path]:
     key = hashlib.sha1(f"{dataset.root.resolve()}\0{dataset.split}\0{size}\0{n}".encode()).hexdigest()[:16]
-    d = cache_dir() / "decoded"
+    try:
+        d = cache_dir() / "decoded"
+    except OSError as exc:  # cache_dir() creates the folder: a read-only or full disk
+        raise _cache_error(exc, Path(os.environ.get("ZFREPRO_CACHE") or "~/.cache/zfrepro") / "decoded") from None
     stem = f"{dataset.root.name}-{dataset.split}-{size}px-{n}-{key}"
     return d / f"{stem}.npy", d / f"{stem}.json"
+
+
+def _cache_error(exc: OSError, path: Path) -> Exception:
+    from .io import storage_error
+
+    return storage_error(exc, path, "the decode cache", " (or set ZFREPRO_CACHE to a folder on another disk)")
+
+
+def _cached(npy: Path, meta_path: Path, fp: str, dataset: ImageFolderDataset, size: int) -> DecodedSplit | None:
+    """The decoded split if its cache files exist and match the fingerprint, else ``None``."""
+    if not (npy.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") != fp:
+            return None
+        arr = np.load(npy, mmap_mode="c")
+        return DecodedSplit(torch.from_numpy(arr), torch.tensor(meta["labels"], dtype=torch.long),
+                            meta["classes"], meta["paths"], size, dataset.root, dataset.split, npy)
+    except (ValueError, OSError, KeyError):
+        return None  # unreadable cache: rebuild
+
+
+class _CacheLock:
+    """An exclusive ``flock`` on ``<cache dir>/.locks/<cache file>.lock``: one process decodes a cache
+    file while the others wait, then reuse it (released when the holder exits or dies)."""
+
+    def __init__(self, npy: Path, progress: bool):
+        self.fh: Any = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        path = npy.parent.parent / ".locks" / f"{npy.stem}.lock"
+        try:
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(exist_ok=True)
+            self.fh = open(path, "a+")
+        except OSError as exc:  # a read-only or full cache disk
+            raise _cache_error(exc, npy) from None
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if progress:
+                print(f"zfrepro: waiting for another process decoding into {npy.name}", file=sys.stderr, flush=True)
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX)
+
+    def __enter__(self) -> "_CacheLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+def _reserve(fh: Any, total: int) -> None:
+    """Claim ``total`` bytes for ``fh`` up front: a full disk fails here (``ENOSPC``), before any decoding."""
+    try:
+        os.posix_fallocate(fh.fileno(), 0, total)
+    except AttributeError:  # not available on this platform
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1), errno.ENOSYS):
+            raise
 
 
 def decode_split(dataset: ImageFolderDataset, size: int, *, progress: bool = True,
@@ -298,40 +375,45 @@ def decode_split(dataset: ImageFolderDataset, size: int, *, progress: bool = Tru
     """Decode ``dataset`` once into a memory-mapped uint8 cache (shorter side → ``size``, centre crop).
 
     The cache lives in :func:`zfrepro.io.cache_dir`, keyed by dataset root, split and size; it is
-    rebuilt when the file list, a file's size or modification time changes. Written atomically.
+    rebuilt when the file list, a file's size or modification time changes. Written atomically,
+    through ordinary writes into space claimed up front (a full disk is one
+    :class:`~zfrepro.errors.StorageError` line, never a SIGBUS of a memory-mapped write), under a
+    per-file lock: a second process decoding the same split waits for the first and reuses its cache.
     """
     npy, meta_path = _cache_files(dataset, size, len(dataset))
     fp = dataset.fingerprint()
-    if npy.is_file() and meta_path.is_file():
+    hit = _cached(npy, meta_path, fp, dataset, size)
+    if hit is not None:
+        return hit
+    with _CacheLock(npy, progress):
+        hit = _cached(npy, meta_path, fp, dataset, size)  # decoded by the process we waited for
+        if hit is not None:
+            return hit
+        paths = [p for p, _ in dataset.samples]
+        if progress:
+            print(f"zfrepro: decoding {len(paths)} {dataset.split} images at {size}px into {npy.parent} (once)",
+                  file=sys.stderr)
+        for stale in npy.parent.glob(f".{npy.name}.*.tmp"):  # left by a killed decode (writers hold the lock)
+            stale.unlink(missing_ok=True)
+        shape = (len(paths), 3, size, size)
         try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("fingerprint") == fp:
-                arr = np.load(npy, mmap_mode="c")
-                return DecodedSplit(torch.from_numpy(arr), torch.tensor(meta["labels"], dtype=torch.long),
-                                    meta["classes"], meta["paths"], size, dataset.root, dataset.split, npy)
-        except (ValueError, OSError, KeyError):
-            pass  # unreadable cache: rebuild below
-    paths = [p for p, _ in dataset.samples]
-    if progress:
-        print(f"zfrepro: decoding {len(paths)} {dataset.split} images at {size}px into {npy.parent} (once)",
-              file=sys.stderr)
-    for stale in npy.parent.glob(f".{npy.name}.*.tmp"):  # left by a decode that was killed
-        stale.unlink(missing_ok=True)
-    with atomic_path(npy) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
-        bar = _progress(len(paths), f"decode {dataset.split}", progress)
-        pool = ThreadPoolExecutor(max_workers=threads or min(8, (os.cpu_count() or 2) * 2))
-        try:
-            for i, arr in enumerate(pool.map(lambda p: _decode_square(p, size), paths)):
-                out[i] = arr
-                bar.update(1)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # a bad file stops the decode at once
-            bar.close()
-        out.flush()
-        del out
-    atomic_write_json({"fingerprint": fp, "labels": dataset.targets, "classes": dataset.classes,
-                       "paths": dataset.relative_paths(), "size": size}, meta_path)
+            with atomic_path(npy) as tmp, open(tmp, "r+b") as fh:
+                np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+                _reserve(fh, fh.tell() + int(np.prod(shape)))
+                bar = _progress(len(paths), f"decode {dataset.split}", progress)
+                pool = ThreadPoolExecutor(max_workers=threads or min(8, (os.cpu_count() or 2) * 2))
+                try:
+                    for arr in pool.map(lambda p: _decode_square(p, size), paths):
+                        fh.write(np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
+                        bar.update(1)
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)  # a bad file stops the decode at once
+                    bar.close()
+                fh.flush()
+            atomic_write_json({"fingerprint": fp, "labels": dataset.targets, "classes": dataset.classes,
+                               "paths": dataset.relative_paths(), "size": size}, meta_path)
+        except OSError as exc:
+            raise _cache_error(exc, npy) from None
     arr = np.load(npy, mmap_mode="c")
     return DecodedSplit(torch.from_numpy(arr), torch.tensor(dataset.targets, dtype=torch.long),
                         dataset.classes, dataset.relative_paths(), size, dataset.root, dataset.split, npy)
@@ -354,8 +436,10 @@ def pixel_mean(decoded: DecodedSplit, chunk: int = 512) -> torch.Tensor:
     for s in range(0, len(decoded), chunk):
         acc += decoded.images[s:s + chunk].to(torch.float64).sum(0)
     mean = (acc / max(1, len(decoded))).to(torch.float32)
-    with atomic_path(mean_path) as tmp:
-        torch.save(mean, tmp)
+    try:
+        atomic_save(mean, mean_path)
+    except OSError as exc:
+        raise _cache_error(exc, mean_path) from None
     return mean
 
 

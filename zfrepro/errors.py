@@ -17,3 +17,8 @@ class ConfigError(ZFReproError, ValueError):
 
 class CheckpointError(ZFReproError, ValueError):
     """A checkpoint that does not fit the model it is loaded into."""
+
+
+class StorageError(ZFReproError, OSError):
+    """A file cannot be written: a full disk, a read-only or unwritable folder (the decode cache,
+    the runs, results or build directory). Nothing already there is torn or lost."""

@@ -7,6 +7,7 @@ A failed write (a full disk, a kill) leaves the previous file untouched.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -17,7 +18,8 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["atomic_path", "atomic_save", "atomic_write_text", "cache_dir", "runs_dir", "project_root"]
+__all__ = ["atomic_path", "atomic_save", "atomic_write_text", "cache_dir", "runs_dir", "project_root",
+           "storage_error", "free_bytes"]
 
 
 @contextmanager
@@ -45,12 +47,49 @@ def _umask() -> int:
     return mask
 
 
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes available to this user on the disk holding ``path`` (``None`` where unknown)."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` atomically; returns ``path``."""
+    """``torch.save`` to ``path`` atomically; returns ``path``. A failed write is an ``OSError``
+    (``ENOSPC`` when the disk is full): torch reports a short write as ``RuntimeError: [enforce fail
+    at inline_container.cc] ... unexpected pos``."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:
+            text = str(exc)
+            if not any(s in text for s in ("inline_container", "unexpected pos", "PytorchStreamWriter",
+                                           "file write failed")):
+                raise
+            free = free_bytes(tmp.parent)  # the torn temporary file still holds the space it took
+            code = errno.ENOSPC if free is not None and free < (1 << 20) else errno.EIO
+            raise OSError(code, os.strerror(code), str(path)) from None
     return path
+
+
+def storage_error(exc: OSError, path: str | Path, what: str, fix: str = "") -> "Any":
+    """One :class:`~zfrepro.errors.StorageError` line for a failed write of ``what`` at ``path``: a full
+    disk, a read-only or unwritable folder, or another I/O error, each with its fix."""
+    from .errors import StorageError
+
+    path = Path(path)
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return StorageError(f"disk full: cannot write {what} {path} ({reason}); free space on the disk holding "
+                            f"{path.parent}{fix} and rerun the same command (what was written before is intact)")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageError(f"cannot write {what} in {path.parent} ({reason}): make it writable{fix}, "
+                            "then rerun the same command")
+    return StorageError(f"cannot write {what} {path} ({reason}): check the disk holding {path.parent}{fix}, "
+                        "then rerun the same command")
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
