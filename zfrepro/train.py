@@ -59,7 +59,7 @@ from . import io as _io
 from . import models as _models
 from .config import PROFILES, Profile, get_profile
 from .devices import keep_freed_memory, resolve_device
-from .errors import CheckpointError, ConfigError, DataError, ZFReproError
+from .errors import CheckpointError, ConfigError, DataError, StorageError, ZFReproError
 
 __all__ = [
     "train", "main", "add_train_arguments", "run_from_args", "renormalize_filters", "load_trained",
@@ -122,20 +122,79 @@ def _changed_fields(prof: Profile) -> dict[str, Any]:
     return {k: v for k, v in mine.items() if theirs.get(k) != v}
 
 
+#: sha1 of Imagenette's file list (``train/<wnid>/<file>`` and ``val/...``, sorted, newline-joined): the
+#: relative paths of torchvision's imagenette2 (the 160-px, 320-px and full downloads share them; only
+#: the sizes differ) and of offline copies such as the 224-px one CI uses (9,469 + 3,925 files).
+IMAGENETTE_FILES_SHA1 = "fe8cb2413435c614fe7893265785a26117819f09"
+
+
+def _dataset_files(root: str | Path) -> list[tuple[str, int, int]]:
+    """``(split/class/file, size, mtime_ns)`` of every file in the class folders of ``root/train`` and
+    ``root/val`` (hidden entries skipped), sorted: a stat per file, no file read (~0.1 s for
+    Imagenette). A dangling or self-referencing link is a :class:`DataError` naming it."""
+    import stat as _stat
+
+    root = Path(root).expanduser()
+    out: list[tuple[str, int, int]] = []
+    for split in ("train", "val"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            continue
+        try:
+            with os.scandir(split_dir) as it:
+                classes = sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
+            for cls in classes:
+                with os.scandir(split_dir / cls) as it:
+                    names = sorted(e.name for e in it if not e.name.startswith("."))
+                for name in names:
+                    path = split_dir / cls / name
+                    try:
+                        st = os.stat(path)
+                    except OSError as exc:
+                        kind = "a self-referencing link" if exc.errno == errno.ELOOP else \
+                            "a dangling link" if os.path.islink(path) else "unreadable"
+                        raise DataError(f"{path} is {kind} ({exc.strerror}): fix it or delete it") from None
+                    if not _stat.S_ISDIR(st.st_mode):
+                        out.append((f"{split}/{cls}/{name}", st.st_size, st.st_mtime_ns))
+        except DataError:
+            raise
+        except OSError as exc:
+            raise DataError(f"cannot list {split_dir} ({exc.strerror or exc}): check its permissions") from None
+    return out
+
+
+def dataset_identity(data_root: str | Path) -> str:
+    """A hash of a dataset's files (relative paths, sizes, modification times): changes when any file is
+    added, removed, replaced or touched — the same information the decode cache fingerprints."""
+    h = hashlib.sha1()
+    for rel, size, mtime in _dataset_files(data_root):
+        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+    return h.hexdigest()
+
+
+def is_imagenette(data_root: str | Path) -> bool:
+    """Whether ``data_root`` holds Imagenette: exactly its file names in train/ and val/ (any of
+    torchvision's sizes, or a resized copy that kept the names), none of them empty."""
+    files = _dataset_files(data_root)
+    names = hashlib.sha1("\n".join(rel for rel, _, _ in files).encode()).hexdigest()
+    return names == IMAGENETTE_FILES_SHA1 and all(size > 0 for _, size, _ in files)
+
+
 def _data_tag(data_root: str | Path | None) -> str:
-    """``""`` for Imagenette (wherever it lies) or when no root is set (the download is Imagenette);
-    else ``-data<8 hex digits>``, a hash of the dataset's class folders, so that runs on another
-    dataset (an ImageNet folder, say) never share a directory with the Imagenette runs."""
+    """``""`` for Imagenette (wherever it lies, at whatever size: :func:`is_imagenette`) or when no
+    root is set (the download is Imagenette); else ``-data<8 hex digits>``, a hash of the dataset's
+    files (paths, sizes, modification times: :func:`dataset_identity`), so that runs on another
+    dataset — another ImageNet folder, or a subset of Imagenette with its class names — never share
+    a directory (or results) with the Imagenette runs, and a changed dataset trains afresh."""
     root = data_root or os.environ.get("ZFREPRO_DATA") or None
     if root is None:
         return ""
     train_dir = Path(root).expanduser() / "train"
     if not train_dir.is_dir():
         return ""  # the data layer reports the missing folder when data are needed
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if classes == list(_data.IMAGENETTE_WNIDS):
+    if is_imagenette(root):
         return ""
-    return "-data" + hashlib.sha1("\n".join(classes).encode()).hexdigest()[:8]
+    return "-data" + dataset_identity(root)[:8]
 
 
 def _run_name(prof: Profile, arch: str, data_root: str | Path | None = None) -> str:
@@ -543,12 +602,17 @@ def _snapshot_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.pt"
 
 
+class RunStorageError(StorageError, CheckpointError):
+    """A snapshot, metrics or profile file of a run cannot be written (a :class:`StorageError`; also a
+    :class:`CheckpointError`, as it was before storage faults had their own type)."""
+
+
 def _disk_error(exc: OSError, path: Path, what: str) -> CheckpointError:
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        return CheckpointError(
+        return RunStorageError(
             f"disk full: cannot write {what} {path} ({exc.strerror or exc}); free space on the disk holding "
             f"{path.parent} and rerun the same command to resume (the snapshots already there are intact)")
-    return CheckpointError(f"cannot write {what} {path} ({exc.strerror or exc}): check that {path.parent} "
+    return RunStorageError(f"cannot write {what} {path} ({exc.strerror or exc}): check that {path.parent} "
                            "is writable, then rerun the same command to resume")
 
 
@@ -589,7 +653,8 @@ def _spec_text(spec: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in spec.items() if k != "arch")
 
 
-def _check_belongs(path: Path, payload: dict[str, Any], prof: Profile, arch: str) -> None:
+def _check_belongs(path: Path, payload: dict[str, Any], prof: Profile, arch: str,
+                   data_tag: str | None = None) -> None:
     spec = payload.get("spec") or {}
     theirs = spec.get("arch") or payload.get("arch")
     if theirs != arch:
@@ -602,6 +667,10 @@ def _check_belongs(path: Path, payload: dict[str, Any], prof: Profile, arch: str
                               f"move it out of {path.parent} (nothing was overwritten)")
     mine, stored = _identity(prof), payload["profile"]
     diff = [k for k in mine if k in stored and _norm(stored[k]) != _norm(mine[k])]
+    if data_tag is not None and "data_tag" in payload and payload["data_tag"] != data_tag:
+        raise CheckpointError(f"{path} was trained on another dataset (data tag {payload['data_tag'] or 'Imagenette'}, "
+                              f"this run: {data_tag or 'Imagenette'}); this run would overwrite it: use another "
+                              "--out-dir or move the old run away (nothing was overwritten)")
     if diff:
         shown = ", ".join(f"{k}={stored[k]!r} (this run: {mine[k]!r})" for k in diff[:4])
         raise CheckpointError(f"{path} was trained with another configuration ({shown}); this run would "
@@ -612,13 +681,45 @@ def _norm(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+def _refuse_foreign_dir(run_dir: Path, prof: Profile, arch: str, data_tag: str) -> None:
+    """Refuse to train into an existing, non-empty ``run_dir`` that is not a run of this identity
+    (profile fields, arch, dataset): nothing in it is written or deleted. A folder with snapshots
+    is judged by them (:func:`_check_belongs`); one without, by its ``profile.json``."""
+    if not run_dir.is_dir():
+        return
+    entries = sorted(p.name for p in run_dir.iterdir()
+                     if p.name != ".lock" and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    if not entries or list_snapshots(run_dir) or (run_dir / _LATEST).is_file():
+        return
+    why = "no profile.json"
+    try:
+        info = json.loads((run_dir / "profile.json").read_text()) if "profile.json" in entries else None
+    except (OSError, ValueError):
+        info, why = None, "an unreadable profile.json"
+    if isinstance(info, dict) and isinstance(info.get("profile"), dict):
+        stored, mine = info["profile"], _identity(prof)
+        diff = [k for k in mine if k in stored and _norm(stored[k]) != _norm(mine[k])]
+        if info.get("arch") != arch:
+            diff.insert(0, "arch")
+        if "data_tag" in info and info["data_tag"] != data_tag:
+            diff.append("dataset")
+        if not diff:
+            return  # this run, killed before its first snapshot: start it again
+        why = f"a run with another {', '.join(diff[:4])}"
+    elif info is not None:
+        why = "a profile.json that is not a zfrepro run's"
+    shown = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")
+    raise CheckpointError(f"{run_dir} is not empty ({shown}) and holds {why}, not this run: choose an empty "
+                          "or new --out-dir, or move its files away (nothing was written or deleted)")
+
+
 @dataclass
 class _RunState:
     snapshot: str | None  # path of the snapshot to resume from
     complete: bool
 
 
-def _inspect_run(run_dir: Path, prof: Profile, arch: str, resume: bool) -> _RunState:
+def _inspect_run(run_dir: Path, prof: Profile, arch: str, resume: bool, data_tag: str | None = None) -> _RunState:
     """Check every snapshot in ``run_dir`` belongs to this run; pick the newest (resume) or
     delete this run's old files (no resume). Called on rank 0 under the run lock."""
     for tmp in run_dir.glob(".*.tmp"):          # leftovers of a killed writer
@@ -629,7 +730,7 @@ def _inspect_run(run_dir: Path, prof: Profile, arch: str, resume: bool) -> _RunS
     best: tuple[tuple[int, int], Path] | None = None
     for p in files:
         payload = _read_snapshot(p)
-        _check_belongs(p, payload, prof, arch)
+        _check_belongs(p, payload, prof, arch, data_tag)
         key = (int(payload["epoch"]), int(payload.get("batch", 0)))
         if best is None or key > best[0]:
             best = (key, p)
@@ -660,8 +761,11 @@ class _RunLock:
             import fcntl
         except ImportError:  # not POSIX
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.fh = open(run_dir / ".lock", "a+")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.fh = open(run_dir / ".lock", "a+")
+        except OSError as exc:  # a read-only or full runs disk
+            raise _disk_error(exc, run_dir / ".lock", "the run lock") from None
         try:
             fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -745,19 +849,22 @@ def train(profile: str | Profile = "default", *, arch: str = "zfnet", data_root:
     dist = _Dist(resolve_device(device))
     lock: _RunLock | None = None
     try:
+        data_tag = _data_tag(data_root)
+        dist.on_main(lambda: _refuse_foreign_dir(run_dir, prof, arch, data_tag))
 
         def take_lock() -> None:
             nonlocal lock
             lock = _RunLock(run_dir)
         dist.on_main(take_lock)
-        state: _RunState = dist.on_main(lambda: _inspect_run(run_dir, prof, arch, resume))
+        state: _RunState = dist.on_main(lambda: _inspect_run(run_dir, prof, arch, resume, data_tag))
         if state.complete:
             if dist.main and progress:
                 print(f"zfrepro: {run_dir} is already trained ({prof.epochs} epochs)", file=sys.stderr)
             return run_dir
         cuda_devs = [dist.device.index or 0] if dist.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devs):  # leave the caller's RNG state alone
-            _train_loop(prof, arch, run_dir, data_root, dist, state, amp, max(0, int(snapshot_every)), progress)
+            _train_loop(prof, arch, run_dir, data_root, dist, state, amp, max(0, int(snapshot_every)), progress,
+                        data_tag)
         return run_dir
     finally:
         if lock is not None:
@@ -779,7 +886,8 @@ def _set_rng_state(st: dict[str, Any], dev: torch.device) -> None:
 
 
 def _train_loop(prof: Profile, arch: str, run_dir: Path, data_root: str | Path | None, dist: _Dist,
-                state: _RunState, amp: bool | None, snapshot_every: int, progress: bool) -> None:
+                state: _RunState, amp: bool | None, snapshot_every: int, progress: bool,
+                data_tag: str = "") -> None:
     from tqdm.auto import tqdm
 
     dev = dist.device
@@ -827,7 +935,7 @@ def _train_loop(prof: Profile, arch: str, run_dir: Path, data_root: str | Path |
         tr.model = DDP(tr.raw, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     if dist.main:
-        _write_profile_json(run_dir, prof, arch, d, dev, world, tr.amp)
+        _write_profile_json(run_dir, prof, arch, d, dev, world, tr.amp, data_tag)
         _write_metrics(run_dir / "metrics.csv", metrics)
 
     snap_epochs = sorted({e for e in prof.snapshot_epochs if 1 <= e <= prof.epochs} | {prof.epochs})
@@ -839,7 +947,7 @@ def _train_loop(prof: Profile, arch: str, run_dir: Path, data_root: str | Path |
             "format": SNAPSHOT_FORMAT,
             "spec": _models.model_spec(tr.raw),
             "state_dict": {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tr.raw.state_dict().items()},
-            "arch": arch, "profile": prof.as_dict(), "classes": list(d.classes),
+            "arch": arch, "profile": prof.as_dict(), "classes": list(d.classes), "data_tag": data_tag,
             "epoch": epoch_done, "batch": batch_done, "steps_per_epoch": steps,
             "optimizer": tr.opt.state_dict(), "scheduler": tr.sched.state_dict(),
             "scaler": tr.scaler.state_dict() if tr.scaler is not None else None,
@@ -939,9 +1047,9 @@ def _train_loop(prof: Profile, arch: str, run_dir: Path, data_root: str | Path |
 
 
 def _write_profile_json(run_dir: Path, prof: Profile, arch: str, d: _Data, dev: torch.device,
-                        world: int, amp: bool) -> None:
+                        world: int, amp: bool, data_tag: str = "") -> None:
     info = {"profile": prof.as_dict(), "arch": arch, "overrides": _changed_fields(prof),
-            "data_root": str(d.root), "classes": d.classes, "num_classes": len(d.classes),
+            "data_root": str(d.root), "data_tag": data_tag, "classes": d.classes, "num_classes": len(d.classes),
             "train_images": len(d.train), "val_images": len(d.val),
             "steps_per_epoch": steps_per_epoch(len(d.train), prof.batch_size),
             "device": str(dev), "world_size": world, "amp": amp, "torch": torch.__version__}
