@@ -199,11 +199,16 @@ def input_spec(profile: Any, arch: str = "zfnet", classes: Sequence[str] | None 
                      tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"]))
 
 
-def output_name(profile: str, arch: str = "zfnet", weights: str | Path = "", data_root: str | Path | None = None) -> str:
+def output_name(profile: str, arch: str = "zfnet", weights: str | Path = "", data_root: str | Path | None = None,
+                *, notebook: str | Path | None = None, params: dict[str, Any] | None = None) -> str:
     """The name under which a run's results (``results/<name>/``), figures and executed notebooks
-    (``build/<name>/``) are kept: ``profile`` itself for the canonical run (this package's ZFNet,
-    its own trained weights, the default dataset), else ``profile-<arch>[-<weights>][-<data>]`` so a
-    rerun on another model or dataset never overwrites the committed ``default`` results and gallery."""
+    (``build/<name>/``) are kept: ``profile`` itself only for the canonical run (this package's ZFNet,
+    its own trained weights, Imagenette, every parameter of ``notebook`` at its canonical value),
+    else ``profile-<arch>[-<weights>][-<data>]`` for another model or dataset, and
+    ``profile-<changed parameters>`` when ``params`` (a notebook passes its ``globals()``) differ from
+    the canonical ones of ``notebook`` (:func:`zfrepro.reproduce.changed_parameters`: e.g.
+    ``default-layer_conv3``; a hash when the values are long), so a rerun never overwrites the
+    committed ``default`` results and gallery — from ``zfrepro reproduce`` or from JupyterLab."""
     parse_arch(arch)
     parts = [profile]
     if arch != "zfnet":
@@ -216,4 +221,21 @@ def output_name(profile: str, arch: str = "zfnet", weights: str | Path = "", dat
     tag = _data_tag(data_root or None)  # "" for Imagenette wherever it lies
     if tag:
         parts.append(tag.lstrip("-"))
+    if notebook is not None and len(parts) == 1:  # a rerun on another model or dataset is apart already
+        from .reproduce import changed_parameters
+
+        changed = changed_parameters(notebook, dict(params or {}))
+        if changed:
+            parts.append(_parameters_tag(changed))
     return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
+
+
+def _parameters_tag(changed: dict[str, Any]) -> str:
+    """``layer_conv3`` / ``device_cpu-k_3`` for short plain values, else ``set<8 hex digits>``."""
+    import json
+
+    plain = all(re.fullmatch(r"[A-Za-z0-9.]+|-?[0-9.]+", str(v)) for v in changed.values())
+    text = "-".join(f"{k}_{v}" for k, v in changed.items())
+    if plain and len(text) <= 40:
+        return text
+    return "set" + hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -1,8 +1,18 @@
 """Run the notebooks in order with papermill (``zfrepro reproduce``).
 
-Executed copies go to ``build/<profile>/``; the first failing notebook stops the run with a
+Executed copies go to ``build/<name>/``; the first failing notebook stops the run with a
 one-line message naming it and its executed copy. Parameters are checked against each
 notebook's ``parameters`` cell first (papermill itself only warns on unknown names).
+
+A notebook counts as done (and a rerun skips it) only when its stamp matches *and* its executed
+copy has every code cell run without an error output *and* every file it wrote (its results JSON,
+its figures) is still there unchanged. The stamp is deleted before a notebook runs and written
+only after it succeeded, so a killed or failed run never leaves a stale "done".
+
+Where a notebook writes (``results/<name>/``, ``figures/`` or ``build/<name>/figures``) is
+:func:`zfrepro.pretrained.output_name`: the profile's own name only for the canonical run (every
+parameter at the default in :data:`CANONICAL_PARAMETERS`); each notebook computes it from its own
+parameters, so the same holds when it runs in JupyterLab.
 """
 
 from __future__ import annotations
@@ -15,7 +25,35 @@ from typing import Any, Sequence
 from .errors import ConfigError, ZFReproError
 from .io import project_root
 
-__all__ = ["notebook_paths", "notebook_parameters", "check_parameters", "run_notebook", "reproduce"]
+__all__ = ["CANONICAL_PARAMETERS", "notebook_paths", "notebook_parameters", "notebook_defaults",
+           "changed_parameters", "check_parameters", "run_notebook", "reproduce"]
+
+#: The parameters (and defaults) of the committed notebooks: the canonical run. A notebook run with any
+#: other value writes apart from the committed results and figures (see :func:`changed_parameters`).
+#: tests/test_robustness.py checks that every notebook's ``parameters`` cell declares exactly these.
+CANONICAL_PARAMETERS: dict[str, dict[str, Any]] = {
+    "01_architecture": {"profile": "default", "input_size": 224, "num_classes": 1000, "profile_classes": 10,
+                        "data_root": "", "device": "auto", "comparison_epochs": 5, "comparison_eval_crops": 1,
+                        "maps_per_layer": 4, "seed": 0},
+    "02_deconvnet": {"profile": "default", "data_root": "", "device": "auto", "layer": "conv5", "image_index": 0,
+                     "norm": "identity", "arch": "zfnet", "weights": ""},
+    "03_feature_visualization": {"profile": "default", "data_root": "", "device": "auto", "maps_per_layer": 6,
+                                 "k": 9, "seed": 0, "interactive": False, "arch": "zfnet", "weights": ""},
+    "04_training_evolution": {"profile": "default", "data_root": "", "device": "auto", "maps_per_layer": 2,
+                              "train_images": 2000, "seed": 0},
+    "05_invariance": {"profile": "default", "data_root": "", "device": "auto", "n_images": 5, "seed": 0,
+                      "arch": "zfnet", "weights": ""},
+    "06_occlusion": {"profile": "default", "data_root": "", "device": "auto", "layer": "conv5", "n_examples": 3,
+                     "occluder": 0, "stride": 0, "others": 4, "sample": 200, "seed": 0, "arch": "zfnet",
+                     "weights": ""},
+    "07_correspondence": {"profile": "default", "data_root": "", "device": "auto", "annotations": "",
+                          "layers": "conv5,fc7", "n": 5, "draws": 20, "random_per_draw": 5, "seed": 0,
+                          "arch": "zfnet", "weights": ""},
+}
+#: Parameters that are parts of the output name of their own (the profile; the dataset, model and
+#: weights by :func:`zfrepro.pretrained.output_name`) or change nothing written (widgets shown).
+_NAMED_APART = ("profile", "data_root", "arch", "weights")
+_DISPLAY_ONLY = ("interactive",)
 
 
 def notebook_paths(root: str | Path | None = None, only: Sequence[str] | None = None) -> list[Path]:
@@ -39,6 +77,42 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     return papermill.inspect_notebook(str(path))
 
 
+def _literal(text: Any) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(text) if isinstance(text, str) else text
+    except (ValueError, SyntaxError):
+        return text
+
+
+def notebook_defaults(notebook: str | Path) -> dict[str, Any]:
+    """The canonical parameter values of ``notebook`` (a name such as ``"02_deconvnet"`` or a path):
+    :data:`CANONICAL_PARAMETERS` for the committed notebooks, else the defaults its ``parameters``
+    cell declares (a path, or ``notebooks/<name>.ipynb`` under the project root)."""
+    stem = Path(str(notebook)).stem
+    if stem in CANONICAL_PARAMETERS:
+        return dict(CANONICAL_PARAMETERS[stem])
+    path = Path(notebook) if str(notebook).endswith(".ipynb") else project_root() / "notebooks" / f"{stem}.ipynb"
+    if not path.is_file():
+        return {}
+    return {k: _literal(v.get("default")) for k, v in notebook_parameters(path).items()}
+
+
+def changed_parameters(notebook: str | Path, values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of ``notebook`` whose value in ``values`` (e.g. the notebook's ``globals()``)
+    differs from the canonical one, in name order; the profile, dataset, model and weights (named
+    apart by :func:`zfrepro.pretrained.output_name`) and display-only switches excluded."""
+    out = {}
+    for k, default in sorted(notebook_defaults(notebook).items()):
+        if k in _NAMED_APART or k in _DISPLAY_ONLY or k not in values:
+            continue
+        v = values[k]
+        if v != default or isinstance(v, bool) != isinstance(default, bool):
+            out[k] = v
+    return out
+
+
 def check_parameters(path: str | Path, params: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` if ``params`` names a parameter the notebook does not declare."""
     declared = notebook_parameters(path)
@@ -57,8 +131,11 @@ def run_notebook(path: str | Path, out_dir: str | Path, params: dict[str, Any], 
     check_parameters(path, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
+    # the kernel runs in its own session (jupyter_client), so a Ctrl-C reaches only this process; on the way
+    # out the kernel is killed at once: a graceful shutdown races the interrupted cell's reply (ZMQError)
     papermill.execute_notebook(str(path), str(out), parameters=params, kernel_name=kernel,
-                               cwd=str(path.parent), progress_bar=progress, execution_timeout=timeout)
+                               cwd=str(path.parent), progress_bar=progress, execution_timeout=timeout,
+                               shutdown_kernel="immediate")
     return out
 
 
@@ -81,24 +158,111 @@ def _coerce_param(name: str, value: str, declared: dict[str, Any]) -> Any:
     return value
 
 
-def _fingerprint(nb: Path, params: dict[str, Any], upstream: list[str], profile: str) -> str:
-    """What a notebook's result depends on: its cells, its parameters, the fingerprints of the
-    notebooks before it in this run, and the results files they wrote."""
+def _file_identity(value: Any, data_ids: dict[str, str]) -> Any:
+    """What a parameter naming a file or folder stands for: a file's size and modification time, a
+    dataset folder's identity (its files' paths, sizes and times); ``None`` for anything else."""
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        return None
+    path = Path(value).expanduser()
+    try:
+        if path.is_file():
+            st = path.stat()
+            return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+        if path.is_dir():
+            key = str(path.resolve())
+            if key not in data_ids:
+                from .train import dataset_identity
+
+                data_ids[key] = dataset_identity(path)
+            return data_ids[key]
+    except OSError:
+        return None
+    return None
+
+
+def _fingerprint(nb: Path, params: dict[str, Any], upstream: list[str], name: str,
+                 data_ids: dict[str, str]) -> str:
+    """What a notebook's result depends on: its cells, its parameters (and the files and dataset they
+    name), the fingerprints of the notebooks before it in this run, and the results files they wrote."""
     import hashlib
     import json
+    import os
 
     import nbformat
 
     from .io import results_dir
 
     cells = [c.source for c in nbformat.read(str(nb), as_version=4).cells]
-    h = hashlib.sha256(json.dumps({"cells": cells, "params": params, "upstream": upstream}, sort_keys=True,
-                                  default=str).encode())
-    rdir = results_dir(profile)
+    files = {k: _file_identity(v, data_ids) for k, v in params.items()}
+    if "data_root" in params and not params["data_root"] and os.environ.get("ZFREPRO_DATA"):
+        files["data_root"] = _file_identity(os.environ["ZFREPRO_DATA"], data_ids)
+    h = hashlib.sha256(json.dumps({"cells": cells, "params": params, "files": files, "upstream": upstream},
+                                  sort_keys=True, default=str).encode())
+    rdir = results_dir(name)
     for up in sorted(rdir.glob("*.json")) if rdir.is_dir() else []:
         if up.stem[:2] < nb.name[:2]:
             h.update(up.name.encode() + up.read_bytes())
     return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def executed_ok(path: str | Path) -> bool:
+    """Whether the executed copy ``path`` is a finished, successful run: readable, every non-empty
+    code cell executed, no error output (a killed run leaves pending cells, a failed one an error)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception:  # noqa: BLE001 - missing, torn or not a notebook: not done
+        return False
+    if (nb.metadata.get("papermill") or {}).get("exception"):
+        return False
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        if c.source.strip() and c.get("execution_count") is None:
+            return False
+        if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+            return False
+        if (c.metadata.get("papermill") or {}).get("status") in ("pending", "running") or \
+                (c.metadata.get("papermill") or {}).get("exception"):
+            return False
+    return True
+
+
+def _written_since(t0_ns: int, dirs: Sequence[Path]) -> dict[str, str]:
+    """The files in ``dirs`` written since ``t0_ns`` (a notebook's results and figures), with their hashes."""
+    out = {}
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for f in sorted(d.iterdir()):
+            try:
+                if f.is_file() and not f.name.startswith(".") and f.name != "RESULTS.md" and \
+                        f.stat().st_mtime_ns >= t0_ns:
+                    out[str(f)] = _sha256(f)
+            except OSError:
+                continue
+    return out
+
+
+def _outputs_intact(stamp: dict[str, Any]) -> bool:
+    for f, digest in (stamp.get("outputs") or {}).items():
+        try:
+            if _sha256(Path(f)) != digest:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def reproduce(profile: str = "default", *, data_root: str | None = None, device: str = "auto",
@@ -109,21 +273,27 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
 
     Each notebook receives the parameters it declares among ``profile``, ``data_root``, ``device``
     and ``sets`` (``--set key=value``, converted to the declared type; a key that no selected
-    notebook declares is rejected with the list of valid ones). A notebook whose cells,
-    parameters and upstream results are unchanged since its last successful run is skipped (so a
-    killed or failed run continues where it stopped; ``force=True`` reruns everything). Prints
-    progress (which notebook, elapsed, an estimate from the previous runs' durations). Stops at
-    the first failure with a :class:`ZFReproError` naming the notebook; writes
-    ``results/<name>/RESULTS.md`` at the end, ``name`` being the profile for the canonical run and
-    :func:`zfrepro.pretrained.output_name` (profile, model, weights, dataset) for a rerun on another
-    model (``sets["arch"]``, ``sets["weights"]``) or dataset; executed copies go to ``build/<name>/``.
-    With an ``arch`` other than ``zfnet`` only the notebooks that take a model (02, 03, 05-07) run.
+    notebook declares is rejected with the list of valid ones). A notebook is skipped when its
+    cells, parameters (and the files they name), dataset and upstream results are unchanged since
+    its last successful run, its executed copy is complete and error-free and the files it wrote
+    are intact (so a killed or failed run continues where it stopped; ``force=True`` reruns
+    everything). Prints progress (which notebook, elapsed, an estimate from the previous runs'
+    durations). Stops at the first failure with a :class:`ZFReproError` naming the notebook.
+
+    Each notebook writes under its :func:`zfrepro.pretrained.output_name`: the profile's own name
+    for the canonical run, ``<profile>-<model>-<dataset>`` for another model or dataset, and
+    ``<profile>-<changed parameters>`` for a ``sets`` value or ``device`` other than the
+    canonical one (``results/<name>/``, ``build/<name>/`` for executed copies and figures), so
+    that no rerun touches the committed ``default`` results and gallery. A notebook to which
+    none of the given changes applies would repeat the canonical run: it is skipped with a note.
+    ``results/<name>/RESULTS.md`` is written at the end for every name written. With an ``arch``
+    other than ``zfnet`` only the notebooks that take a model (02, 03, 05-07) run.
     """
     import json
 
     from .config import get_profile
-    from .io import atomic_write_json
-
+    from .io import atomic_write_json, results_dir
+    from .plotting import figure_dir
     from .pretrained import output_name, parse_arch
 
     get_profile(profile)  # fail fast on an unknown profile
@@ -145,47 +315,81 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
         if skipped:
             print(f"arch={arch}: {', '.join(skipped)} skipped (about ZFNet and its training, no arch parameter)",
                   file=sys.stderr, flush=True)
-    # a rerun on another model or dataset keeps its results and executed copies apart from the profile's own
-    name = output_name(profile, arch, weights, data_root)
-    out_dir = Path(out_dir or root / "build" / name)
-    stamps = out_dir / ".stamps"
-
-    def stamp_of(nb: Path) -> dict[str, Any]:
-        try:
-            return json.loads((stamps / f"{nb.stem}.json").read_text())
-        except (OSError, ValueError):
-            return {}
-    done: list[Path] = []
-    upstream: list[str] = []
-    start = time.monotonic()
-    for i, nb in enumerate(paths, 1):
+    base = output_name(profile, arch, weights, data_root)  # the model's and dataset's name, without parameters
+    plan: list[tuple[Path, dict[str, Any], str]] = []
+    for nb in paths:
         params = {k: v for k, v in given.items() if k in declared[nb]}
         params.update({k: _coerce_param(k, v, declared[nb][k]) for k, v in sets.items() if k in declared[nb]})
-        fp = _fingerprint(nb, params, upstream, name)
-        upstream.append(fp)
-        old = stamp_of(nb)
-        if not force and old.get("fingerprint") == fp and (out_dir / nb.name).is_file():
-            print(f"[{i}/{len(paths)}] {nb.name}: unchanged since its last successful run, skipped "
-                  "(--force reruns it)", file=sys.stderr, flush=True)
-            done.append(out_dir / nb.name)
-            continue
-        left = sum(float(stamp_of(p).get("seconds", 0.0)) for p in paths[i - 1:])
-        estimate = f", about {left / 60:.0f} min left by the last run's timings" if left else ""
-        print(f"[{i}/{len(paths)}] {nb.name} (profile {profile}, {time.monotonic() - start:.0f}s elapsed{estimate})",
-              file=sys.stderr, flush=True)
-        t0 = time.monotonic()
+        plan.append((nb, params, output_name(profile, arch, weights, data_root, notebook=nb, params=params)))
+    changed: dict[str, Any] = {}
+    for nb, params, _ in plan:
+        changed.update(changed_parameters(nb, params))
+    if changed and base == profile:
+        # a notebook none of the changes applies to would write the canonical results again
+        same = [nb.name for nb, _, name in plan if name == profile]
+        plan = [(nb, params, name) for nb, params, name in plan if name != profile]
+        if same:
+            what = ", ".join(f"{k}={v}" for k, v in changed.items())
+            print(f"{', '.join(same)} skipped: {what} does not apply to {'it' if len(same) == 1 else 'them'}, "
+                  f"so {'its' if len(same) == 1 else 'their'} results are those of the canonical run "
+                  f"(results/{profile})", file=sys.stderr, flush=True)
+
+    def copies_dir(name: str) -> Path:
+        return Path(out_dir) if out_dir else root / "build" / name
+
+    def stamp_path(nb: Path, name: str) -> Path:
+        return copies_dir(name) / ".stamps" / f"{nb.stem}.json"
+
+    def stamp_of(nb: Path, name: str) -> dict[str, Any]:
         try:
-            done.append(run_notebook(nb, out_dir, params))
+            return json.loads(stamp_path(nb, name).read_text())
+        except (OSError, ValueError):
+            return {}
+    if not plan:
+        print("nothing to run", file=sys.stderr)
+        return []
+    done: list[Path] = []
+    upstream: dict[str, list[str]] = {}
+    prev_end_ns = 0
+    data_ids: dict[str, str] = {}
+    start = time.monotonic()
+    for i, (nb, params, name) in enumerate(plan, 1):
+        fp = _fingerprint(nb, params, upstream.setdefault(name, []), name, data_ids)
+        upstream[name].append(fp)
+        old = stamp_of(nb, name)
+        copy = copies_dir(name) / nb.name
+        if not force and old.get("fingerprint") == fp and executed_ok(copy) and _outputs_intact(old):
+            print(f"[{i}/{len(plan)}] {nb.name}: unchanged since its last successful run, skipped "
+                  "(--force reruns it)", file=sys.stderr, flush=True)
+            done.append(copy)
+            continue
+        left = sum(float(stamp_of(p, n).get("seconds", 0.0)) for p, _, n in plan[i - 1:])
+        estimate = f", about {left / 60:.0f} min left by the last run's timings" if left else ""
+        where = "" if name == profile else f", writing to results/{name}"
+        print(f"[{i}/{len(plan)}] {nb.name} (profile {profile}{where}, {time.monotonic() - start:.0f}s elapsed"
+              f"{estimate})", file=sys.stderr, flush=True)
+        stamp_path(nb, name).unlink(missing_ok=True)  # not "done" until it has succeeded again
+        # files this notebook writes: file times may lag the clock a little, but not behind the previous notebook
+        t0, t0_ns = time.monotonic(), max(time.time_ns() - 2_000_000_000, prev_end_ns)
+        try:
+            done.append(run_notebook(nb, copies_dir(name), params))
         except Exception as exc:  # papermill's PapermillExecutionError carries the cell's error
-            name = getattr(exc, "ename", type(exc).__name__)
+            ename = getattr(exc, "ename", type(exc).__name__)
             value = str(getattr(exc, "evalue", exc)).splitlines()[0] if str(getattr(exc, "evalue", exc)) else ""
-            raise ZFReproError(f"notebook {nb.name} failed ({name}: {value}); "
-                               f"see the executed copy {out_dir / nb.name}") from None
-        atomic_write_json({"fingerprint": fp, "seconds": round(time.monotonic() - t0, 1), "params": params},
-                          stamps / f"{nb.stem}.json")
+            raise ZFReproError(f"notebook {nb.name} failed ({ename}: {value}); "
+                               f"see the executed copy {copy}") from None
+        if not executed_ok(copy):
+            raise ZFReproError(f"notebook {nb.name} finished but its executed copy {copy} has unexecuted or failed "
+                               "cells: rerun the same command")
+        outputs = _written_since(t0_ns, [results_dir(name), figure_dir(name)])
+        atomic_write_json({"fingerprint": fp, "seconds": round(time.monotonic() - t0, 1), "params": params,
+                           "outputs": outputs}, stamp_path(nb, name))
+        prev_end_ns = time.time_ns()
     from .results import write_results_md
 
-    summary = write_results_md(name)
-    print(f"done: {len(done)} notebooks in {time.monotonic() - start:.0f}s, executed copies in {out_dir}; "
-          f"results beside the paper in {summary}", file=sys.stderr)
+    names = list(dict.fromkeys(name for _, _, name in plan))
+    summaries = [str(write_results_md(n)) for n in names]
+    print(f"done: {len(done)} notebooks in {time.monotonic() - start:.0f}s, executed copies in "
+          f"{', '.join(dict.fromkeys(str(copies_dir(n)) for n in names))}; results beside the paper in "
+          f"{', '.join(summaries)}", file=sys.stderr)
     return done
