@@ -263,6 +263,8 @@ def correspondence_table(model: nn.Module, faces: FaceSet, layers: Sequence[str]
 
     if not 2 <= n <= len(faces):
         raise ConfigError(f"n must be between 2 and the {len(faces)} annotated faces, got {n}")
+    if draws < 1 or random_per_draw < 1:
+        raise ConfigError(f"draws and random_per_draw must be at least 1, got {draws} and {random_per_draw}")
     g = torch.Generator().manual_seed(seed)
     base = layer_features(model, faces.images, layers)
     # a part's mask depends on the face only, not on the draw: ε of every face once per part

@@ -8,6 +8,7 @@ panel. :func:`filter_change` measures how much a layer's filters move between sn
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from .deconv import DeconvNet
+from .errors import ConfigError
 from .models import get_layer
 from .receptive import crop_patch, receptive_field
 from .scan import TopActivations, top_activations
@@ -42,9 +44,14 @@ def choose_maps(tops: TopActivations, n: int, seed: int = 0, alive_only: bool = 
     """A reproducible random subset of ``n`` feature maps of a scan (the paper shows "a random subset
     of feature maps"), another one per layer; maps that do not fire on all k of their top images are
     left out unless ``alive_only=False`` (a silent unit projects to nothing)."""
+    if n < 1:
+        raise ConfigError(f"asked for {n} maps of {tops.layer}: ask for at least 1")
     candidates = torch.arange(tops.values.shape[0])
     if alive_only:
         candidates = candidates[tops.values[:, -1] > 0]
+    if n > len(candidates):  # more than there are: show all of them, and say so
+        print(f"zfrepro: {tops.layer} has {len(candidates)} {'live ' if alive_only else ''}maps, fewer than the "
+              f"{n} asked for: showing all {len(candidates)}", file=sys.stderr)
     g = torch.Generator().manual_seed(seed * 1000 + sum(map(ord, tops.layer)))  # another subset per layer
     pick = candidates[torch.randperm(len(candidates), generator=g)[:n]]
     return sorted(int(c) for c in pick)

@@ -119,6 +119,8 @@ def pick_one_per_class(labels: Sequence[int], n: int, seed: int = 0) -> list[int
     ``n`` randomly chosen classes): Fig. 5's "5 example images"."""
     labels_t = torch.as_tensor(list(labels))
     classes = labels_t.unique()
+    if n < 1:
+        raise ConfigError(f"asked for {n} images: ask for at least 1 (one per class, at most {len(classes)})")
     if n > len(classes):
         raise ConfigError(f"asked for {n} images of different classes, but the data has {len(classes)} classes")
     g = torch.Generator().manual_seed(seed)

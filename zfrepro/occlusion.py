@@ -43,7 +43,12 @@ def occluder_positions(height: int, width: int, size: int, stride: int) -> tuple
         raise ConfigError(f"occluder size and stride must be positive, got size={size}, stride={stride}")
     if size > min(height, width):
         raise ConfigError(f"occluder of {size} px does not fit a {height}×{width} image: use a smaller size")
-    return list(range(0, height - size + 1, stride)), list(range(0, width - size + 1, stride))
+    rows, cols = list(range(0, height - size + 1, stride)), list(range(0, width - size + 1, stride))
+    if len(rows) < 2 or len(cols) < 2:  # one position: no map, and every position is "the most sensitive"
+        raise ConfigError(f"an occluder of {size} px at stride {stride} gives a {len(rows)}×{len(cols)} map of a "
+                          f"{height}×{width} image: use an occluder smaller than the image and a stride of at most "
+                          f"{max(1, min(height, width) - size)} px")
+    return rows, cols
 
 
 def occlusion_maps(model: nn.Module, image: torch.Tensor, target: int, size: int | None = None,
