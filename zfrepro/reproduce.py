@@ -161,8 +161,12 @@ def _coerce_param(name: str, value: str, declared: dict[str, Any]) -> Any:
 def _file_identity(value: Any, data_ids: dict[str, str]) -> Any:
     """What a parameter naming a file or folder stands for: a file's size and modification time, a
     dataset folder's identity (its files' paths, sizes and times); ``None`` for anything else."""
+    import os
+
     if not isinstance(value, str) or not value or len(value) > 4096:
         return None
+    if os.sep not in value and not value.startswith("~") and not Path(value).suffix:
+        return None  # a layer name, a profile, "auto": not a path
     path = Path(value).expanduser()
     try:
         if path.is_file():
