@@ -347,6 +347,8 @@ def _git(root: Path, *args: str) -> str:
 
 def _project_copy(tmp: Path, notebooks: list[str]) -> Path:
     """A project root with the real notebooks ``notebooks`` and data/, under git."""
+    if not shutil.which("git"):
+        pytest.skip("git is not installed")
     repo = Path(__file__).resolve().parent.parent
     root = tmp / "project"
     (root / "notebooks").mkdir(parents=True)
