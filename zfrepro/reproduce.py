@@ -296,7 +296,7 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
     import json
 
     from .config import get_profile
-    from .io import atomic_write_json, results_dir
+    from .io import atomic_write_json, results_dir, storage_error
     from .plotting import figure_dir
     from .pretrained import output_name, parse_arch
 
@@ -372,7 +372,10 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
         where = "" if name == profile else f", writing to results/{name}"
         print(f"[{i}/{len(plan)}] {nb.name} (profile {profile}{where}, {time.monotonic() - start:.0f}s elapsed"
               f"{estimate})", file=sys.stderr, flush=True)
-        stamp_path(nb, name).unlink(missing_ok=True)  # not "done" until it has succeeded again
+        try:
+            stamp_path(nb, name).unlink(missing_ok=True)  # not "done" until it has succeeded again
+        except OSError as exc:
+            raise storage_error(exc, stamp_path(nb, name), "the stamp") from None
         # files this notebook writes: file times may lag the clock a little, but not behind the previous notebook
         t0, t0_ns = time.monotonic(), max(time.time_ns() - 2_000_000_000, prev_end_ns)
         try:
@@ -386,13 +389,19 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
             raise ZFReproError(f"notebook {nb.name} finished but its executed copy {copy} has unexecuted or failed "
                                "cells: rerun the same command")
         outputs = _written_since(t0_ns, [results_dir(name), figure_dir(name)])
-        atomic_write_json({"fingerprint": fp, "seconds": round(time.monotonic() - t0, 1), "params": params,
-                           "outputs": outputs}, stamp_path(nb, name))
+        try:
+            atomic_write_json({"fingerprint": fp, "seconds": round(time.monotonic() - t0, 1), "params": params,
+                               "outputs": outputs}, stamp_path(nb, name))
+        except OSError as exc:  # the notebook's own files are written; only its "done" mark is missing
+            raise storage_error(exc, stamp_path(nb, name), "the stamp") from None
         prev_end_ns = time.time_ns()
     from .results import write_results_md
 
     names = list(dict.fromkeys(name for _, _, name in plan))
-    summaries = [str(write_results_md(n)) for n in names]
+    try:
+        summaries = [str(write_results_md(n)) for n in names]
+    except OSError as exc:
+        raise storage_error(exc, Path(exc.filename or results_dir(names[0]) / "RESULTS.md"), "RESULTS.md") from None
     print(f"done: {len(done)} notebooks in {time.monotonic() - start:.0f}s, executed copies in "
           f"{', '.join(dict.fromkeys(str(copies_dir(n)) for n in names))}; results beside the paper in "
           f"{', '.join(summaries)}", file=sys.stderr)
