@@ -18,7 +18,7 @@ from .io import atomic_path, project_root
 __all__ = ["save_figure", "figure_dir", "new_figure", "plot_architecture", "plot_image_grid", "to_image",
            "projection_to_image", "map_to_image", "plot_trace", "plot_unit_projection", "mosaic",
            "plot_feature_grid", "plot_filters", "plot_evolution", "plot_filter_change", "plot_invariance",
-           "robust_scale", "plot_occlusion", "plot_faces"]
+           "robust_scale", "plot_occlusion", "plot_faces", "plot_transfer"]
 
 
 def new_figure(figsize: tuple[float, float] = (6, 4), **kw: Any) -> Figure:
@@ -415,4 +415,38 @@ def plot_faces(images: Sequence[Any], points: dict[str, Any], sizes: Sequence[in
     handles = [Line2D([], [], color=c, marker="+", ls="", label=p)
                for p, c in colors.items() if p in points]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=7, frameon=False)
+    return fig
+
+
+def plot_transfer(rows: Sequence[dict[str, Any]], paper: dict[tuple[str, int], tuple[float, float]] | None = None,
+                  ax: Any = None, title: str = "") -> Figure:
+    """Table 7 as a plot (the paper has none): mean per-class accuracy against layer, one line per
+    classifier (``rows`` from :func:`zfrepro.transfer.evaluate_layers`, error bars ± 1 std over folds),
+    the paper's values as hollow markers where it gives them (``paper``: ``(kind, layer number) →
+    (mean, std)``, layers numbered 1… in the rows' order)."""
+    if ax is None:
+        fig = new_figure((5.5, 3.4))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    for k, kind in enumerate(kinds):
+        mine = [r for r in rows if r["kind"] == kind]
+        xs = np.arange(1, len(mine) + 1)
+        colour = f"C{k}"
+        ax.errorbar(xs, [r["mean"] for r in mine], yerr=[r["std"] for r in mine], marker="o", color=colour,
+                    capsize=2, label=f"{kind} (ours)")
+        if paper:
+            pts = sorted((n, v) for (kd, n), v in paper.items() if kd == kind)
+            if pts:
+                ax.errorbar([n for n, _ in pts], [v[0] for _, v in pts], yerr=[v[1] for _, v in pts], marker="s",
+                            mfc="none", ls=":", color=colour, capsize=2, label=f"{kind} (paper)")
+        ax.set_xticks(xs, [f"{i}\n{r['layer']}" for i, r in zip(xs, mine)], fontsize=7)
+    ax.set_xlabel("layer whose features the classifier reads")
+    ax.set_ylabel("mean per-class accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
     return fig

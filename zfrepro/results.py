@@ -128,6 +128,7 @@ def results_markdown(profile: str = "default") -> str:
                      f"{c.get('draws')} draws)\n\n" + _table(["part", "layer", "paper Δ", "ours Δ"], rows) + "\n\n"
                      + _table(["paper's claim: every part below random", "holds"],
                               [[ly, all(v.values())] for ly, v in below.items()]) + "\n")
+    parts.extend(filter(None, [_transfer_section(r)]))  # notebook 08
     parts.extend(filter(None, [_ablation_section(r)]))  # notebook 09
     return "\n".join(parts)
 
@@ -135,6 +136,45 @@ def results_markdown(profile: str = "default") -> str:
 def write_results_md(profile: str = "default") -> Path:
     """Write ``results/<profile>/RESULTS.md`` (atomically) and return its path."""
     return atomic_write_text(results_markdown(profile), results_dir(profile) / "RESULTS.md")
+
+
+def _pm(v: dict[str, Any] | None) -> str:
+    """``mean ± std`` of a fold summary, with the number of folds when it is not 5."""
+    if not isinstance(v, dict) or v.get("mean") is None:
+        return "–"
+    n = len(v.get("folds", []))
+    return f"{v['mean']:.1f} ± {v.get('std', 0.0):.1f}" + ("" if n == 5 else f" ({n} fold{'' if n == 1 else 's'})")
+
+
+def _transfer_section(r: dict[str, Any]) -> str | None:
+    """Tables 4 and 7 (notebook 08): Caltech-101 mean per-class accuracy, ours beside the paper's."""
+    t = r.get("08_feature_generalization") or {}
+    if not t.get("table7"):
+        return None
+    from .transfer import PAPER_TABLE4, PAPER_TABLE7
+
+    plan, ov = t.get("plan", {}), t.get("overlap", {})
+    sizes = sorted({int(n) for row in t.get("table4", {}).values() for n in row})
+    t4 = [[row] + [x for n in sizes for x in (
+        "{:.1f} ± {:.1f}".format(*PAPER_TABLE4[row][n]) if n in PAPER_TABLE4.get(row, {}) else "–",
+        _pm(t["table4"].get(row, {}).get(str(n)) or t["table4"].get(row, {}).get(n)))]
+          for row in ("non-pretrained", "pretrained") if row in t.get("table4", {})]
+    largest = max(sizes) if sizes else 30
+    rows7 = []
+    for kind in dict.fromkeys(x["kind"] for x in t["table7"]):
+        for i, x in enumerate([x for x in t["table7"] if x["kind"] == kind], start=1):
+            paper = PAPER_TABLE7.get((kind, i)) if largest == 30 else None
+            rows7.append([f"{kind} ({i}: {x['layer']})", "{:.1f} ± {:.1f}".format(*paper) if paper else "–", _pm(x)])
+    head = (f"## Table 4 — Caltech-101 ({t.get('categories')} categories, {plan.get('folds')} folds, up to "
+            f"{plan.get('test_per_class')} test images per class; mean per-class accuracy %)\n\n")
+    note = (f"Overlap with the network's training images (§5.2: 44 of 9,144 in the paper): {ov.get('count')} of "
+            f"{t.get('images')} at thumbnail correlation ≥ {ov.get('threshold')} (highest {_f(ov.get('max_correlation'))}), "
+            "kept out of the test folds. The non-pretrained row trains the same architecture from scratch for "
+            f"{(t.get('table4', {}).get('non-pretrained', {}).get(str(largest)) or {}).get('epochs', plan.get('scratch_epochs'))} epochs.\n")
+    claims = _table(["paper's claim (§5.2)", "holds"], [[k, v] for k, v in t.get("claims", {}).items()])
+    return (head + _table(["method"] + [f"{w} {n}/class" for n in sizes for w in ("paper", "ours")], t4) + "\n\n"
+            + note + f"\n## Table 7 — a classifier on each layer (Caltech-101, {largest} per class)\n\n"
+            + _table(["classifier (layer)", "paper", "ours"], rows7) + "\n\n" + claims + "\n")
 
 
 def _ablation_section(r: dict[str, Any]) -> str | None:
