@@ -81,7 +81,7 @@ def test_layer_names_paper_and_torchvision():
     assert get_layer(tv, "conv2") is tv.features[3]
     vgg = torchvision.models.vgg16()
     names = layer_names(vgg)
-    assert names[:13] == [f"conv{i}" for i in range(1, 14)] and names[13:] == ["fc14", "fc15", "fc16"]
+    assert names[:13] == [f"conv{i}" for i in range(1, 14)] and names[13:] == ["fc6", "fc7", "fc8"]
     assert get_layer(vgg, "conv13") is vgg.features[28]
 
 

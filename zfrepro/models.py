@@ -235,7 +235,11 @@ def _named_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
     for i, m in enumerate(convs, start=1):
         out.append((f"conv{i}", m))
-    for j, m in enumerate(fcs, start=len(convs) + 1):
+    # the field's names: the fully connected layers end at fc8 (AlexNet and every VGG: fc6, fc7, fc8), so the
+    # paper's "layer 7" is the penultimate one wherever the convolutions stop; beyond eight fc layers (no fc0)
+    # they continue the convolutions' count instead
+    first = 9 - len(fcs) if len(fcs) <= 8 else len(convs) + 1
+    for j, m in enumerate(fcs, start=first):
         out.append((f"fc{j}", m))
     return out
 
@@ -243,8 +247,11 @@ def _named_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def layer_names(model: nn.Module) -> list[str]:
     """The paper's layer names: ``["conv1", ..., "conv5", "fc6", "fc7", "fc8"]`` for ZFNet.
 
-    Convolutions are numbered in forward order, then fully connected layers continue the
-    count (torchvision VGG16: conv1..conv13, fc14..fc16), so "fcN" is always layer N.
+    Convolutions are numbered in forward order (torchvision VGG16: conv1..conv13); the fully
+    connected layers are numbered so that the last is fc8, as the field names them (AlexNet and
+    every VGG: fc6, fc7, fc8), so "fc7" is the penultimate layer (the paper's "layer 7") in each.
+    "convN" is layer N only where the network has five convolutions; use the order of this list,
+    not the number in a name, for depth.
     """
     return [n for n, _ in _named_weight_layers(model)]
 
