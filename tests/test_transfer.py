@@ -158,14 +158,31 @@ def test_evaluate_layers_is_deterministic_and_scores_chance_on_noise():
     assert len(by[("svm", "noise")]["folds"]) == 3
 
 
+def _recompressed(img: torch.Tensor, size: int, quality: int = 70) -> torch.Tensor:
+    """``img`` (3×S×S uint8) resized to ``size`` and back through a JPEG of ``quality``, as a copy on the web is."""
+    import io
+
+    from PIL import Image
+
+    pil = Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size), Image.BICUBIC)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=quality)
+    back = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize(tuple(img.shape[1:]), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(back).copy()).permute(2, 0, 1)
+
+
 def test_find_overlap_finds_resized_recompressed_and_flipped_copies():
     g = torch.Generator().manual_seed(0)
-    base = torch.nn.functional.interpolate(torch.rand(40, 3, 8, 8, generator=g), size=48, mode="bilinear") * 255
-    a = base[:10].to(torch.uint8)
-    b = torch.cat([base[10:], base[3:4].flip(-1), base[7:8] * 0.8 + 20]).to(torch.uint8)  # a flipped and a dimmed copy
-    hits = T.find_overlap(a, b, threshold=0.95)
-    assert sorted(i for i, _, _ in hits) == [3, 7]
-    assert {i: j for i, j, _ in hits} == {3: 30, 7: 31}
+    base = (torch.nn.functional.interpolate(torch.rand(40, 3, 12, 12, generator=g), size=96, mode="bicubic")
+            .clamp(0, 1) * 255).to(torch.uint8)
+    a = base[:10]
+    copies = [base[3].flip(-1), (base[7].float() * 0.8 + 20).to(torch.uint8), _recompressed(base[5], 61)]
+    b = torch.cat([base[10:], torch.stack(copies)])  # a flipped, a dimmed and a resized + recompressed copy
+    hits = T.find_overlap(a, b)
+    assert {i: j for i, j, _ in hits} == {3: 30, 7: 31, 5: 32}
+    assert all(r >= 0.99 for _, _, r in hits)
+    # distinct images, however alike in layout, stay below the threshold
+    assert not T.find_overlap(base[:10], base[10:])
 
 
 def test_claims_follow_the_numbers():
