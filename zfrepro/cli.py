@@ -23,12 +23,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
     rep.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03")
     rep.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                     help="a notebook parameter, e.g. --set layer=conv3 (repeatable; unknown keys are rejected)")
+                     help="a notebook parameter, e.g. --set layer=conv3, or a profile field, e.g. --set epochs=3 "
+                          "(a profile override: the notebooks that train or load the network train their own and "
+                          "write apart); repeatable, unknown keys are rejected")
+    rep.add_argument("--val-split", default=None, metavar="NAME",
+                     help="folder of the validation split beside train/, e.g. test (default: $ZFREPRO_VAL_SPLIT or val)")
     rep.add_argument("--force", action="store_true", help="rerun notebooks even if unchanged since their last run")
     from . import train as _train
 
     tr = sub.add_parser("train", help="train a network with a profile (snapshots in runs/)")
     _train.add_train_arguments(tr)
+    tr.add_argument("--val-split", default=None, metavar="NAME",
+                    help="folder of the validation split beside train/, e.g. test (default: $ZFREPRO_VAL_SPLIT or val)")
     return parser
 
 
@@ -47,10 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 k, v = item.split("=", 1)
                 sets[k.strip()] = v.strip()
             reproduce(args.profile, data_root=args.data_root, device=args.device, only=only, sets=sets,
-                      force=args.force)
+                      force=args.force, val_split=args.val_split)
         elif args.command == "train":
-            from . import train as _train
+            import os
 
+            from . import train as _train
+            from .data import VAL_SPLIT_ENV, check_data_root, val_split
+
+            if args.val_split:  # read by the data layer wherever the validation split is opened
+                os.environ[VAL_SPLIT_ENV] = args.val_split
+                val_split()
+                check_data_root(args.data_root)
             print(_train.run_from_args(args))
     except ZFReproError as exc:
         print(f"zfrepro: error: {exc}", file=sys.stderr)

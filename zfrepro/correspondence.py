@@ -25,7 +25,8 @@ from .errors import ConfigError, DataError
 from .models import layer_names, rectified_module
 
 __all__ = ["PARTS", "FaceAnnotation", "FaceSet", "load_annotations", "prepare_faces", "mask_images",
-           "layer_features", "sign_change", "correspondence_table", "PAPER_TABLE1", "MASK_SCALE"]
+           "layer_features", "sign_change", "correspondence_table", "PAPER_TABLE1", "MASK_SCALE",
+           "correspondence_layers", "faces_for_dataset"]
 
 #: The masked parts, in the paper's order. "Right eye" is the dog's right eye (image left in a frontal view).
 PARTS = ("right_eye", "left_eye", "nose")
@@ -149,14 +150,14 @@ def prepare_faces(annotations: Sequence[FaceAnnotation], profile: Any = "default
     import numpy as np
     from PIL import Image
 
-    from .config import get_profile
-    from .data import center_crop, load_image, resolve_root, training_mean
-    from .pretrained import input_spec
+    from .data import center_crop, load_image, resolve_root, split_folder, training_mean
+    from .pretrained import input_spec, profile_of
 
-    prof = get_profile(profile) if isinstance(profile, str) else profile
+    prof = profile_of(profile)
     if not annotations:
         raise ConfigError("no face annotations given")
     root = resolve_root(data_root)
+    split = split_folder(split)
     spec = input_spec(prof, arch)
     s = spec.input_size
     if spec.mean is None:
@@ -183,6 +184,67 @@ def prepare_faces(annotations: Sequence[FaceAnnotation], profile: Any = "default
     x = (torch.stack(imgs).float() - mean) / scale
     return FaceSet(x, {p: torch.tensor(v) for p, v in pts.items()}, torch.tensor(sizes), list(annotations),
                    mean, scale)
+
+
+def _how_to_annotate() -> str:
+    return ("write a CSV with the columns " + ",".join(_COLUMNS) + " (file relative to the validation split, the "
+            "size it was annotated at, the dog's right eye, left eye and nose in its pixels; see data/README.md) and "
+            "pass it as the notebook's annotations parameter (zfrepro reproduce --set annotations=PATH)")
+
+
+def faces_for_dataset(annotations: str | Path | None, profile: Any = "default", data_root: str | Path | None = None,
+                      arch: str = "zfnet") -> tuple[FaceSet | None, str]:
+    """Notebook 07's faces: ``(FaceSet, "")``, or ``(None, why)`` when the dataset has no annotated faces
+    for Fig. 8 / Table 1 — the default annotations (``data/springer_faces.csv``, 12 Imagenette val images)
+    given and their images not in this dataset's validation split. ``why`` says what the figure needs and
+    how to give it. Annotations passed explicitly (``annotations`` a path) are used as given: a missing
+    file or a bad entry is the usual one-line error."""
+    from .data import resolve_root, split_folder
+
+    if annotations:
+        return prepare_faces(load_annotations(annotations), profile, data_root, arch=arch), ""
+    anns = load_annotations(None)
+    root = resolve_root(data_root)
+    split = split_folder("val")
+    missing = [a for a in anns if not (root / split / a.file).is_file()]
+    if missing:
+        why = (f"Fig. 8 and Table 1 need annotated frontal dog faces (eyes and nose) in the dataset's validation "
+               f"split; the default annotations ({default_annotations().relative_to(default_annotations().parents[1])}"
+               f") are {len(anns)} Imagenette val images, and {len(missing)} of them are not under {root / split} "
+               f"(e.g. {missing[0].file}). To run them on this dataset, {_how_to_annotate()}.")
+        return None, why
+    return prepare_faces(anns, profile, data_root, arch=arch), ""
+
+
+def correspondence_layers(model: nn.Module, layers: str | Sequence[str] = "conv5,fc7"
+                          ) -> tuple[list[str], dict[str, str], list[str]]:
+    """The layers Table 1 compares, checked against ``model``: ``layers`` (comma-separated or a list)
+    where the model has them; the paper's ``conv5`` (layer 5) and ``fc7`` (layer 7) stand for the model's
+    last convolution and its penultimate fully connected layer (the last hidden one) where it has no layer
+    of that name (a Table 3 variant without fc7, another network); any other unknown name is a
+    :class:`ConfigError` listing the valid ones. Returns ``(layers, paper_layers, notes)``:
+    ``paper_layers`` maps each stand-in to the paper's name (for :func:`correspondence_table`), ``notes``
+    say what stands for what."""
+    names = layer_names(model)
+    wanted = [n.strip() for n in (layers.split(",") if isinstance(layers, str) else layers) if str(n).strip()]
+    if not wanted:
+        raise ConfigError(f"layers is empty: give comma-separated layer names, e.g. conv5,fc7 (valid: {', '.join(names)})")
+    fcs = [n for n in names if n.startswith("fc")]
+    convs = [n for n in names if n.startswith("conv")]
+    stand_in = {"conv5": convs[-1] if convs else None, "fc7": fcs[-2] if len(fcs) >= 2 else None}
+    out, alias, notes = [], {}, []
+    for n in wanted:
+        if n in names:
+            out.append(n)
+        elif stand_in.get(n):
+            out.append(stand_in[n])
+            alias[stand_in[n]] = n
+            what = "last convolution" if n == "conv5" else "penultimate fully connected layer"
+            notes.append(f"{n} is not a layer of this network: its {what}, {stand_in[n]}, stands for the paper's "
+                         f"layer {n[-1]}")
+        else:
+            raise ConfigError(f"unknown layer {n!r} in layers: valid layers are {', '.join(names)}")
+    return list(dict.fromkeys(out)), alias, notes
 
 
 def mask_images(images: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
@@ -254,11 +316,13 @@ def random_centres(faces: FaceSet, idx: Sequence[int], generator: torch.Generato
 
 
 def correspondence_table(model: nn.Module, faces: FaceSet, layers: Sequence[str] = ("conv5", "fc7"), *,
-                         n: int = 5, draws: int = 20, random_per_draw: int = 5, seed: int = 0) -> Any:
+                         n: int = 5, draws: int = 20, random_per_draw: int = 5, seed: int = 0,
+                         paper_layers: dict[str, str] | None = None) -> Any:
     """Table 1: Δ (:func:`sign_change`) of each part and of random masks at each layer, mean ± std
     over ``draws`` random draws of ``n`` faces (and ``random_per_draw`` random positions per draw
     for the control). Returns a DataFrame with columns ``part, layer, mean, std, draws`` plus the
-    paper's values where the layer is conv5 / fc7 (the paper's layers 5 and 7)."""
+    paper's values where the layer is conv5 / fc7 (the paper's layers 5 and 7), or where
+    ``paper_layers`` maps a layer to ``"conv5"``/``"fc7"`` (a stand-in of :func:`correspondence_layers`)."""
     import pandas as pd
 
     if not 2 <= n <= len(faces):
@@ -282,10 +346,11 @@ def correspondence_table(model: nn.Module, faces: FaceSet, layers: Sequence[str]
             for ly in layers:
                 values[("random", ly)].append(sign_change(base[ly][idx] - feats[ly]))
     paper_name = {"conv5": "layer 5", "fc7": "layer 7"}
+    alias = dict(paper_layers or {})
     rows = []
     for (part, ly), v in values.items():
         t = torch.tensor(v)
-        ref = PAPER_TABLE1.get((part, paper_name.get(ly, "")), (float("nan"), float("nan")))
+        ref = PAPER_TABLE1.get((part, paper_name.get(alias.get(ly, ly), "")), (float("nan"), float("nan")))
         rows.append(dict(part=part, layer=ly, mean=float(t.mean()), std=float(t.std()) if len(v) > 1 else 0.0,
                          draws=len(v), paper_mean=ref[0], paper_std=ref[1]))
     return pd.DataFrame(rows)

@@ -3,7 +3,10 @@
 - :func:`image_folder` reads any ImageFolder root with ``train/`` and ``val/`` (ImageNet itself,
   or an Imagenette copy); :func:`imagenette` fetches Imagenette through torchvision.
 - :func:`resolve_root` picks the root: the argument, else ``ZFREPRO_DATA``, else a download of
-  Imagenette into the cache directory.
+  Imagenette into the cache directory; :func:`check_data_root` checks a root's layout up front.
+- The validation split is the folder ``val/`` unless the setting ``ZFREPRO_VAL_SPLIT`` (``zfrepro
+  reproduce --val-split test``, ``zfrepro train --val-split test``) names another: every reader of
+  split ``"val"`` (:func:`image_folder`, the notebooks, training) then reads that folder.
 - :func:`decode_split` decodes every image once (shorter side resized, centre square crop, as the
   paper's "resize smallest side to 256, centre 256×256 crop") into a memory-mapped uint8 array
   under the cache directory, keyed by root, split, size and the file list.
@@ -31,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .io import atomic_path, atomic_save, atomic_write_json, cache_dir
 
 __all__ = [
     "IMG_EXTENSIONS", "IMAGENETTE_WNIDS", "ImageFolderDataset", "image_folder", "imagenette", "resolve_root", "load_image",
     "DecodedSplit", "decode_split", "pixel_mean", "ModelInputs", "load_split", "iterate_batches",
     "normalize", "center_crop", "ten_crop", "random_crop_flip", "random_resized_crop_flip", "class_names",
+    "VAL_SPLIT_ENV", "val_split", "split_folder", "check_data_root",
 ]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -185,8 +189,52 @@ class ImageFolderDataset(Dataset):
         return h.hexdigest()
 
 
+#: The setting that names the validation split's folder (default ``val``).
+VAL_SPLIT_ENV = "ZFREPRO_VAL_SPLIT"
+
+
+def val_split() -> str:
+    """The folder of the validation split: ``$ZFREPRO_VAL_SPLIT`` (e.g. ``test``), else ``val``. A name that
+    is not one plain folder name (a path, ``train``, hidden) is a :class:`~zfrepro.errors.ConfigError`."""
+    from .errors import ConfigError
+
+    name = (os.environ.get(VAL_SPLIT_ENV) or "").strip() or "val"
+    if name in ("train", ".", "..") or name.startswith(".") or "/" in name or os.sep in name:
+        raise ConfigError(f"validation split {name!r} ({VAL_SPLIT_ENV} / --val-split): give the name of the folder "
+                          "beside train/ that holds the validation images, e.g. val or test")
+    return name
+
+
+def split_folder(split: str) -> str:
+    """The folder that holds ``split``: :func:`val_split` for ``"val"``, the name itself otherwise."""
+    return val_split() if split == "val" else split
+
+
+def check_data_root(root: str | Path | None = None) -> Path | None:
+    """Check a dataset root before any work: it exists, holds ``train/`` and the validation split
+    (:func:`val_split`), each with class folders of images, and both splits have the same classes.
+    ``root`` ``None``/``""`` takes ``$ZFREPRO_DATA``; with neither, ``None`` (Imagenette is downloaded
+    when needed). A :class:`DataError` names what is missing and the fix. Returns the root."""
+    if root is None or str(root) == "":
+        root = os.environ.get("ZFREPRO_DATA") or None
+    if root is None:
+        return None
+    path = resolve_root(root, download=False)
+    train, val = image_folder(path, "train"), image_folder(path, "val")
+    if train.classes != val.classes:
+        only_train = sorted(set(train.classes) - set(val.classes))
+        only_val = sorted(set(val.classes) - set(train.classes))
+        what = (f"{len(train.classes)} vs {len(val.classes)} class folders" if len(train.classes) != len(val.classes)
+                else "the same number of class folders but other names")
+        raise DataError(f"{path}/train and {path}/{val.split} have different classes ({what}; only in train: "
+                        f"{', '.join(only_train[:5]) or 'none'}; only in {val.split}: {', '.join(only_val[:5]) or 'none'}): "
+                        "both splits need the same class folders")
+    return path
+
+
 def image_folder(root: str | Path, split: str) -> ImageFolderDataset:
-    """The ``split`` ("train" or "val") of an ImageFolder ``root`` with one folder per class.
+    """The ``split`` ("train" or "val") of an ImageFolder ``root`` with one folder per class; ``"val"``
+    reads the folder :func:`val_split` names (``val/`` unless ``ZFREPRO_VAL_SPLIT`` says otherwise).
 
     Checks the layout up front: a missing root or split, an empty class folder, or a file that
     is not an image each raise :class:`DataError` with the path and the fix. Hidden files are
@@ -195,11 +243,16 @@ def image_folder(root: str | Path, split: str) -> ImageFolderDataset:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist: {_HOW_TO_GET_DATA}")
+    role, split = split, split_folder(split)
     split_dir = root / split
     if not split_dir.is_dir():
         have = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise DataError(f"data root {root} has no {split}/ folder (it has: {', '.join(have) or 'nothing'}): "
-                        "point to a folder holding train/ and val/ with one sub-folder per class")
+        fix = "point to a folder holding train/ and val/ with one sub-folder per class"
+        if role == "val":
+            others = [h for h in have if h not in ("train", split)]
+            fix = (f"name the validation split (--val-split {others[0]}, or {VAL_SPLIT_ENV}={others[0]}), or " + fix
+                   if others else fix)
+        raise DataError(f"data root {root} has no {split}/ folder (it has: {', '.join(have) or 'nothing'}): {fix}")
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{split_dir} has no class folders: put each class's images in {split_dir}/<class>/")
@@ -514,6 +567,11 @@ def random_resized_crop_flip(x: torch.Tensor, size: int, generator: torch.Genera
 # ----------------------------------------------------------------------------- model-ready data
 
 
+class _IndexError(ConfigError, IndexError):
+    """An image index outside a split: a one-line :class:`ConfigError`, and an ``IndexError`` so that plain
+    iteration over a :class:`ModelInputs` stops at its end."""
+
+
 class ModelInputs(Dataset):
     """Model-ready evaluation tensors of a decoded split: ``(pixels - mean) / scale``, centre crop.
 
@@ -537,13 +595,22 @@ class ModelInputs(Dataset):
     def __len__(self) -> int:
         return len(self.decoded)
 
+    def _check_index(self, indices: Sequence[int]) -> None:
+        n = len(self)
+        bad = [int(i) for i in indices if not 0 <= int(i) < n]
+        if bad:
+            raise _IndexError(f"image index {bad[0]} is out of range: the {self.decoded.split} split has {n} images "
+                              f"here, so indices (image_index and the like) run from 0 to {n - 1}")
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        self._check_index([i])
         x = normalize(self.decoded.images[i], self.mean, self.scale)
         return center_crop(x, self.input_size).contiguous(), int(self.labels[i])
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         """Stacked model inputs for ``indices`` (N×3×H×W)."""
         idx = torch.as_tensor(list(indices), dtype=torch.long)
+        self._check_index(idx.tolist())
         x = normalize(self.decoded.images[idx], self.mean, self.scale)
         return center_crop(x, self.input_size).contiguous()
 
@@ -569,10 +636,9 @@ def load_split(profile: Any, split: str, data_root: str | Path | None = None, *,
     ``profile.pixel_scale``, centre ``profile.input_size`` crop. For ``"torchvision:NAME"``
     (ImageNet-trained): 256 → 224 crop with ImageNet's per-channel mean/std, labels mapped to the
     model's 1000 outputs (:func:`zfrepro.pretrained.input_spec`)."""
-    from .config import get_profile
-    from .pretrained import input_spec
+    from .pretrained import input_spec, profile_of
 
-    prof = get_profile(profile) if isinstance(profile, str) else profile
+    prof = profile_of(profile)  # a name, a Profile, or a name with overrides ("smoke:epochs=3")
     root = resolve_root(data_root)
     per_class = prof.train_per_class if split == "train" else prof.val_per_class
     folder = image_folder(root, split)
@@ -588,6 +654,9 @@ def load_split(profile: Any, split: str, data_root: str | Path | None = None, *,
 
 def training_mean(profile: Any, data_root: str | Path | None = None, *, progress: bool = True) -> torch.Tensor:
     """The per-pixel mean (3×S×S) of the profile's training split."""
+    from .pretrained import profile_of
+
+    profile = profile_of(profile)
     root = resolve_root(data_root)
     train = decode_split(image_folder(root, "train").subset_per_class(profile.train_per_class),
                          profile.resize, progress=progress)

@@ -452,10 +452,25 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
         state, spec = payload, {}
     else:
         raise CheckpointError(f"checkpoint {path} holds no state dict: not a model checkpoint")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"checkpoint {path} has an invalid spec {type(spec).__name__}: it is corrupt or not a "
+                              "zfrepro checkpoint; retrain or pass another file")
     if model is None:
         if spec.get("arch") not in ARCHS:
             raise CheckpointError(f"checkpoint {path} does not say how to build its model "
                                   f"(spec: {spec or 'none'}): pass model=")
+        # sizes checked before anything is allocated (fc_width=10**6 would ask for terabytes)
+        for k, lo, hi, kinds in (("num_classes", 1, 100000, (int,)), ("fc_width", 1, 65536, (int,)),
+                                 ("input_size", 16, 4096, (int,)), ("width", 0, 16, (int, float))):
+            if k not in spec:
+                continue
+            v = spec[k]
+            ok = isinstance(v, kinds) and not isinstance(v, bool) and (
+                lo < v <= hi if k == "width" else lo <= v <= hi)
+            if not ok:
+                rng = f"({lo}, {hi}]" if k == "width" else f"{lo}..{hi}"
+                raise CheckpointError(f"checkpoint {path} has an invalid spec {k}={v!r} (expected {rng}): it is corrupt "
+                                      "or not a zfrepro checkpoint; retrain or pass another file")
         kw = {k: spec[k] for k in ("num_classes", "input_size", "width", "fc_width", "dropout", "conv_maps", "remove")
               if k in spec}  # a checkpoint from before the variants has no conv_maps/remove: the defaults
         model = build_model(spec["arch"], **kw)

@@ -15,6 +15,9 @@ weights=alexnet.pth`` repeats Figs. 1, 2, 5, 7, 8 on an ImageNet-trained network
 - :func:`output_name` — where a rerun's results, figures and executed notebooks go: the profile's
   name for the canonical run, the profile plus a tag of the model and dataset otherwise, so that
   a rerun never overwrites the committed ``default`` gallery.
+- :func:`profile_of` / :func:`profile_spec` — a profile with field overrides as one string,
+  ``"smoke:epochs=3,lr=0.01"``: what ``zfrepro reproduce --set epochs=3`` passes as the notebooks'
+  ``profile`` parameter (the functions here and in :mod:`zfrepro.data` accept it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from torch import nn
 from .errors import CheckpointError, ConfigError, DataError
 
 __all__ = ["TORCHVISION_ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENETTE_IMAGENET_INDEX", "InputSpec",
-           "parse_arch", "load_torchvision", "load_model", "input_spec", "imagenet_indices", "output_name"]
+           "parse_arch", "load_torchvision", "load_model", "input_spec", "imagenet_indices", "output_name",
+           "split_profile", "profile_of", "profile_spec"]
 
 TORCHVISION_ARCHS = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation (RGB, 0..1)
@@ -43,6 +47,53 @@ IMAGENETTE_IMAGENET_INDEX = {
 }
 _OWN_ARCHS = ("zfnet", "alexnet")
 _WNID = re.compile(r"^n\d{8}$")
+
+
+def split_profile(profile: str) -> tuple[str, dict[str, str]]:
+    """``"smoke:epochs=3,snapshot_epochs=1,2"`` → ``("smoke", {"epochs": "3", "snapshot_epochs": "1,2"})``;
+    a plain name → ``(name, {})``. Items are separated by commas before a ``key=`` (so a tuple value may
+    hold commas) or by semicolons; a malformed item is a :class:`ConfigError`."""
+    if not isinstance(profile, str) or ":" not in profile:
+        return profile, {}
+    name, _, rest = profile.partition(":")
+    out: dict[str, str] = {}
+    for item in re.split(r";|,(?=\s*[A-Za-z_]\w*\s*=)", rest):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ConfigError(f"profile {profile!r}: {item.strip()!r} is not field=value; write e.g. "
+                              f"{name}:epochs=3,lr=0.01")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return name.strip(), out
+
+
+def profile_spec(name: str, overrides: dict[str, Any] | None = None) -> str:
+    """The one-string form of profile ``name`` with field ``overrides`` (sorted): ``"smoke:epochs=3"``;
+    ``name`` itself without overrides. :func:`profile_of` reads it back."""
+    if not overrides:
+        return name
+    return name + ":" + ",".join(f"{k}={','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
+                                 for k, v in sorted(overrides.items()))
+
+
+def profile_of(profile: Any) -> Any:
+    """The :class:`~zfrepro.config.Profile` that ``profile`` names: a Profile as it is, a name, or a name
+    with overrides (``"smoke:epochs=3"``, see :func:`split_profile`), validated as ``zfrepro train``
+    validates its ``--set`` (an unknown field or a bad value is a :class:`ConfigError`)."""
+    from .config import Profile, get_profile
+
+    if isinstance(profile, Profile):
+        return profile
+    name, overrides = split_profile(profile)
+    if not overrides:
+        return get_profile(name)
+    if "arch" in overrides:
+        raise ConfigError(f"profile {profile!r}: the architecture is the notebooks' arch parameter, not a profile "
+                          "override")
+    from .train import resolve_profile
+
+    return resolve_profile(name, get_profile(name).arch, **overrides)[0]
 
 
 def parse_arch(arch: str) -> tuple[str, str]:
@@ -136,10 +187,39 @@ def load_model(profile: Any = "default", arch: str = "zfnet", *, weights: str | 
         if kind != name:
             raise CheckpointError(f"checkpoint {weights} holds a {kind} network, not {name}: "
                                   f"pass arch={kind} or another file")
+        check_outputs(model, weights, data_root)
         return model.eval().to(dev)
     from .train import load_trained
 
-    return load_trained(profile, arch=name, epoch=epoch, data_root=data_root, device=dev)
+    return load_trained(profile_of(profile), arch=name, epoch=epoch, data_root=data_root, device=dev)
+
+
+def _outputs(model: nn.Module) -> int | None:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return int(last[-1].out_features) if last else None
+
+
+def check_outputs(model: nn.Module, weights: str | Path, data_root: str | Path | None = None) -> None:
+    """A checkpoint of this package's networks must have one output per class of the dataset it is
+    shown (``data_root``, else ``$ZFREPRO_DATA``; not checked when neither is set, the default being
+    Imagenette's download): P(true class) of a 1000-way softmax on a 10-class dataset would mean
+    nothing. A mismatch is a :class:`CheckpointError` naming both counts and the fix."""
+    import os
+
+    from .data import image_folder, resolve_root
+
+    root = data_root or os.environ.get("ZFREPRO_DATA") or None
+    n_out = _outputs(model)
+    if root is None or n_out is None:
+        return
+    try:
+        classes = image_folder(resolve_root(root, download=False), "train").classes
+    except DataError:
+        return  # the data layer reports a broken root where the data are read
+    if n_out != len(classes):
+        raise CheckpointError(f"checkpoint {weights} has {n_out} outputs but the dataset has {len(classes)} classes "
+                              f"({root}): pass a checkpoint trained on this dataset, or arch=torchvision:NAME "
+                              "(labels mapped)")
 
 
 @dataclass(frozen=True)
@@ -186,9 +266,7 @@ def input_spec(profile: Any, arch: str = "zfnet", classes: Sequence[str] | None 
     """The inputs ``arch`` expects under ``profile``: this package's networks use the profile's sizes
     and per-pixel mean; torchvision's ImageNet models their own (256 → 224 crop, ImageNet mean/std,
     1000 outputs, dataset classes mapped by :func:`imagenet_indices`)."""
-    from .config import get_profile
-
-    prof = get_profile(profile) if isinstance(profile, str) else profile
+    prof = profile_of(profile)
     source, name = parse_arch(arch)
     if source != "torchvision":
         return InputSpec(prof.resize, prof.input_size)
@@ -208,9 +286,16 @@ def output_name(profile: str, arch: str = "zfnet", weights: str | Path = "", dat
     ``profile-<changed parameters>`` when ``params`` (a notebook passes its ``globals()``) differ from
     the canonical ones of ``notebook`` (:func:`zfrepro.reproduce.changed_parameters`: e.g.
     ``default-layer_conv3``; a hash when the values are long), so a rerun never overwrites the
-    committed ``default`` results and gallery — from ``zfrepro reproduce`` or from JupyterLab."""
+    committed ``default`` results and gallery — from ``zfrepro reproduce`` or from JupyterLab.
+    A profile with overrides (``"smoke:epochs=3"``, :func:`profile_of`) is ``smoke-epochs_3``; a
+    validation split other than ``val/`` (``ZFREPRO_VAL_SPLIT``) adds ``split_<name>``."""
     parse_arch(arch)
-    parts = [profile]
+    name, overrides = split_profile(profile)
+    if overrides:  # a profile with field overrides trains its own network: apart, named by them
+        profile_of(profile)
+        parts = [name, _parameters_tag(dict(sorted(overrides.items())))]
+    else:
+        parts = [profile]
     if arch != "zfnet":
         parts.append(arch.replace("torchvision:", "tv-"))
     if weights:
@@ -221,6 +306,10 @@ def output_name(profile: str, arch: str = "zfnet", weights: str | Path = "", dat
     tag = _data_tag(data_root or None)  # "" for Imagenette wherever it lies
     if tag:
         parts.append(tag.lstrip("-"))
+    from .data import val_split
+
+    if val_split() != "val":  # another folder is the validation split (--val-split): another dataset
+        parts.append(f"split_{val_split()}")
     if notebook is not None and len(parts) == 1:  # a rerun on another model or dataset is apart already
         from .reproduce import changed_parameters
 

@@ -1,8 +1,17 @@
 """Run the notebooks in order with papermill (``zfrepro reproduce``).
 
 Executed copies go to ``build/<name>/``; the first failing notebook stops the run with a
-one-line message naming it and its executed copy. Parameters are checked against each
-notebook's ``parameters`` cell first (papermill itself only warns on unknown names).
+one-line message naming it and its executed copy, after ``RESULTS.md`` is written for the
+notebooks that ran (naming the failed one). Parameters are checked against each notebook's
+``parameters`` cell first (papermill itself only warns on unknown names), and the data root
+(``train/`` and the validation split, the same classes) before the first notebook starts.
+
+``--set KEY=VALUE`` sets a notebook parameter, or, for a field of
+:class:`~zfrepro.config.Profile` (``epochs``, ``lr``, ``resize``...), overrides the profile: the
+notebooks that train or load the profile's network (:data:`PROFILE_OVERRIDE_NOTEBOOKS`) receive
+``profile="smoke:epochs=3"`` (:func:`zfrepro.pretrained.profile_of`), which trains its own network
+(``runs/<profile>/<arch>-<hash>``) and writes apart (``results/smoke-epochs_3``). ``val_split``
+names the folder of the validation split (``ZFREPRO_VAL_SPLIT``, :func:`zfrepro.data.val_split`).
 
 A notebook counts as done (and a rerun skips it) only when its stamp matches *and* its executed
 copy has every code cell run without an error output *and* every file it wrote (its results JSON,
@@ -25,7 +34,7 @@ from typing import Any, Sequence
 from .errors import ConfigError, ZFReproError
 from .io import project_root
 
-__all__ = ["CANONICAL_PARAMETERS", "notebook_paths", "notebook_parameters", "notebook_defaults",
+__all__ = ["CANONICAL_PARAMETERS", "PROFILE_OVERRIDE_NOTEBOOKS", "notebook_paths", "notebook_parameters", "notebook_defaults",
            "changed_parameters", "check_parameters", "run_notebook", "reproduce"]
 
 #: The parameters (and defaults) of the committed notebooks: the canonical run. A notebook run with any
@@ -50,6 +59,16 @@ CANONICAL_PARAMETERS: dict[str, dict[str, Any]] = {
                           "layers": "conv5,fc7", "n": 5, "draws": 20, "random_per_draw": 5, "seed": 0,
                           "arch": "zfnet", "weights": ""},
 }
+#: The notebooks that take profile overrides (``--set epochs=3``) through their ``profile`` parameter: they load
+#: the network and the data through :func:`zfrepro.pretrained.load_model` / :func:`zfrepro.data.load_split`,
+#: which read ``"smoke:epochs=3"``. 01 and 04 call :func:`zfrepro.config.get_profile` / :mod:`zfrepro.train`
+#: directly, 08 and 09 :mod:`zfrepro.transfer` / :mod:`zfrepro.ablation` with their own budgets: under profile
+#: overrides they are skipped with that reason.
+PROFILE_OVERRIDE_NOTEBOOKS = ("02_deconvnet", "03_feature_visualization", "05_invariance", "06_occlusion",
+                              "07_correspondence")
+#: Profile fields that ``--set`` does not override: the architecture and the seed are the notebooks' own
+#: parameters (the model looked into, the maps or draws shown).
+_NOT_PROFILE_OVERRIDES = ("name", "deviations", "arch", "seed")
 #: Parameters that are parts of the output name of their own (the profile; the dataset, model and
 #: weights by :func:`zfrepro.pretrained.output_name`) or change nothing written (widgets shown).
 _NAMED_APART = ("profile", "data_root", "arch", "weights")
@@ -269,10 +288,64 @@ def _outputs_intact(stamp: dict[str, Any]) -> bool:
     return True
 
 
+def _split_sets(sets: dict[str, str], declared: dict[Path, dict[str, Any]], given: dict[str, Any]
+                ) -> tuple[dict[str, str], dict[str, str]]:
+    """``--set`` values → (notebook parameters, profile overrides); an unknown key is a :class:`ConfigError`
+    listing the notebooks' parameters and the profile fields."""
+    from dataclasses import fields
+
+    from .config import Profile
+
+    profile_fields = [f.name for f in fields(Profile) if f.name not in _NOT_PROFILE_OVERRIDES]
+    valid = sorted({k for d in declared.values() for k in d} - set(given))
+    params = {k: v for k, v in sets.items() if k not in profile_fields}
+    overrides = {k: v for k, v in sets.items() if k in profile_fields}
+    unknown = sorted(k for k in params if k not in valid)
+    if unknown:
+        raise ConfigError(f"--set {', '.join(unknown)}: no selected notebook has such a parameter; "
+                          f"valid ones are {', '.join(valid)} (or a profile field, for the notebooks that train or "
+                          f"load the profile's network: {', '.join(profile_fields)})")
+    return params, overrides
+
+
+def _check_data(data_root: str | None) -> None:
+    """The data root's layout, before any notebook runs (nothing written on failure)."""
+    from .data import check_data_root
+
+    check_data_root(data_root)
+
+
 def reproduce(profile: str = "default", *, data_root: str | None = None, device: str = "auto",
               only: Sequence[str] | None = None, root: str | Path | None = None,
               out_dir: str | Path | None = None, sets: dict[str, str] | None = None,
-              force: bool = False) -> list[Path]:
+              force: bool = False, val_split: str | None = None) -> list[Path]:
+    """Run every notebook (or ``only`` those numbered) for ``profile``; return the executed copies.
+    ``val_split`` names the validation split's folder (``test``; default ``$ZFREPRO_VAL_SPLIT`` or
+    ``val``): set for the whole run, the notebooks' kernels included. See :func:`_reproduce`."""
+    import os
+
+    from .data import VAL_SPLIT_ENV, val_split as _val_split
+
+    if not val_split:
+        return _reproduce(profile, data_root=data_root, device=device, only=only, root=root, out_dir=out_dir,
+                          sets=sets, force=force)
+    old = os.environ.get(VAL_SPLIT_ENV)
+    os.environ[VAL_SPLIT_ENV] = str(val_split)
+    try:
+        _val_split()  # a bad name is one line
+        return _reproduce(profile, data_root=data_root, device=device, only=only, root=root, out_dir=out_dir,
+                          sets=sets, force=force)
+    finally:
+        if old is None:
+            os.environ.pop(VAL_SPLIT_ENV, None)
+        else:
+            os.environ[VAL_SPLIT_ENV] = old
+
+
+def _reproduce(profile: str = "default", *, data_root: str | None = None, device: str = "auto",
+               only: Sequence[str] | None = None, root: str | Path | None = None,
+               out_dir: str | Path | None = None, sets: dict[str, str] | None = None,
+               force: bool = False) -> list[Path]:
     """Run every notebook (or ``only`` those numbered) for ``profile``; return the executed copies.
 
     Each notebook receives the parameters it declares among ``profile``, ``data_root``, ``device``
@@ -282,7 +355,14 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
     its last successful run, its executed copy is complete and error-free and the files it wrote
     are intact (so a killed or failed run continues where it stopped; ``force=True`` reruns
     everything). Prints progress (which notebook, elapsed, an estimate from the previous runs'
-    durations). Stops at the first failure with a :class:`ZFReproError` naming the notebook.
+    durations). Stops at the first failure with a :class:`ZFReproError` naming the notebook, after
+    writing RESULTS.md for the notebooks that ran (the failed one named in it).
+
+    ``sets`` keys that are :class:`~zfrepro.config.Profile` fields (not ``arch``/``seed``) are profile
+    overrides: the notebooks of :data:`PROFILE_OVERRIDE_NOTEBOOKS` receive ``profile="NAME:k=v,..."``
+    and write under ``NAME-k_v`` (their own trained network in ``runs/``); the others are skipped
+    with the reason. The data root is checked (:func:`zfrepro.data.check_data_root`) before the first
+    notebook starts.
 
     Each notebook writes under its :func:`zfrepro.pretrained.output_name`: the profile's own name
     for the canonical run, ``<profile>-<model>-<dataset>`` for another model or dataset, and
@@ -300,31 +380,47 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
     from .plotting import figure_dir
     from .pretrained import output_name, parse_arch
 
+    from .pretrained import profile_of, profile_spec
+
     get_profile(profile)  # fail fast on an unknown profile
     root = Path(root or project_root())
     given: dict[str, Any] = {"profile": profile, "data_root": data_root or "", "device": device}
     paths = notebook_paths(root, only)
     declared = {nb: notebook_parameters(nb) for nb in paths}
-    sets = dict(sets or {})
-    valid = sorted({k for d in declared.values() for k in d} - set(given))
-    unknown = sorted(k for k in sets if k not in valid)
-    if unknown:
-        raise ConfigError(f"--set {', '.join(unknown)}: no selected notebook has such a parameter; "
-                          f"valid ones are {', '.join(valid)}")
+    sets, overrides = _split_sets(dict(sets or {}), declared, given)
     arch, weights = sets.get("arch", "zfnet"), sets.get("weights", "")
     parse_arch(arch)  # fail fast on an unknown arch
+    notes: dict[str, str] = {}  # notebook → why it is not run, for RESULTS.md
+    if overrides:
+        spec = profile_spec(profile, overrides)
+        profile_of(spec)  # a bad field value is one line, before anything runs
+        skipped = [nb.name for nb in paths if nb.stem not in PROFILE_OVERRIDE_NOTEBOOKS]
+        paths = [nb for nb in paths if nb.stem in PROFILE_OVERRIDE_NOTEBOOKS]
+        if skipped:
+            why = (f"profile overrides ({', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))}) reach only the "
+                   "notebooks that load the network through zfrepro.pretrained.load_model (02, 03, 05-07)")
+            notes.update({Path(n).stem: f"skipped: {why}" for n in skipped})
+            print(f"{', '.join(skipped)} skipped: {why}", file=sys.stderr, flush=True)
+        if not paths:
+            raise ConfigError(f"--set {', '.join(sorted(overrides))}: a profile field, but none of the selected "
+                              f"notebooks takes profile overrides (those that do: "
+                              f"{', '.join(n[:2] for n in PROFILE_OVERRIDE_NOTEBOOKS)})")
+        given["profile"] = spec
+    _check_data(data_root)  # train/ and the validation split, before the first notebook writes anything
     if arch != "zfnet":  # 01 and 04 are about ZFNet and its training: only the notebooks that take a model run
         skipped = [nb.name for nb in paths if "arch" not in declared[nb]]
         paths = [nb for nb in paths if "arch" in declared[nb]]
+        notes.update({Path(n).stem: f"skipped: arch={arch} (about ZFNet and its training, no arch parameter)"
+                      for n in skipped})
         if skipped:
             print(f"arch={arch}: {', '.join(skipped)} skipped (about ZFNet and its training, no arch parameter)",
                   file=sys.stderr, flush=True)
-    base = output_name(profile, arch, weights, data_root)  # the model's and dataset's name, without parameters
+    base = output_name(given["profile"], arch, weights, data_root)  # the model's and dataset's name, without parameters
     plan: list[tuple[Path, dict[str, Any], str]] = []
     for nb in paths:
         params = {k: v for k, v in given.items() if k in declared[nb]}
         params.update({k: _coerce_param(k, v, declared[nb][k]) for k, v in sets.items() if k in declared[nb]})
-        plan.append((nb, params, output_name(profile, arch, weights, data_root, notebook=nb, params=params)))
+        plan.append((nb, params, output_name(given["profile"], arch, weights, data_root, notebook=nb, params=params)))
     changed: dict[str, Any] = {}
     for nb, params, _ in plan:
         changed.update(changed_parameters(nb, params))
@@ -343,6 +439,21 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
 
     def stamp_path(nb: Path, name: str) -> Path:
         return copies_dir(name) / ".stamps" / f"{nb.stem}.json"
+
+    def summarize(upto: int, failed: str = "") -> list[str]:
+        """RESULTS.md for every name the first ``upto`` notebooks of the plan write, with the notes."""
+        from .results import write_results_md
+
+        names = list(dict.fromkeys(name for _, _, name in plan[:upto]))
+        extra = dict(notes)
+        if failed:
+            extra[plan[upto - 1][0].stem] = failed
+            for nb, _, _ in plan[upto:]:
+                extra[nb.stem] = f"not run: the run stopped at the failure of {plan[upto - 1][0].name}"
+        try:
+            return [str(write_results_md(n, extra or None)) for n in names]
+        except OSError as exc:
+            raise storage_error(exc, Path(exc.filename or results_dir(names[0]) / "RESULTS.md"), "RESULTS.md") from None
 
     def stamp_of(nb: Path, name: str) -> dict[str, Any]:
         try:
@@ -383,9 +494,11 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
         except Exception as exc:  # papermill's PapermillExecutionError carries the cell's error
             ename = getattr(exc, "ename", type(exc).__name__)
             value = str(getattr(exc, "evalue", exc)).splitlines()[0] if str(getattr(exc, "evalue", exc)) else ""
+            summarize(i, f"failed ({ename}: {value}); see the executed copy {copy}")
             raise ZFReproError(f"notebook {nb.name} failed ({ename}: {value}); "
                                f"see the executed copy {copy}") from None
         if not executed_ok(copy):
+            summarize(i, f"failed: its executed copy {copy} has unexecuted or failed cells")
             raise ZFReproError(f"notebook {nb.name} finished but its executed copy {copy} has unexecuted or failed "
                                "cells: rerun the same command")
         outputs = _written_since(t0_ns, [results_dir(name), figure_dir(name)])
@@ -395,13 +508,8 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
         except OSError as exc:  # the notebook's own files are written; only its "done" mark is missing
             raise storage_error(exc, stamp_path(nb, name), "the stamp") from None
         prev_end_ns = time.time_ns()
-    from .results import write_results_md
-
     names = list(dict.fromkeys(name for _, _, name in plan))
-    try:
-        summaries = [str(write_results_md(n)) for n in names]
-    except OSError as exc:
-        raise storage_error(exc, Path(exc.filename or results_dir(names[0]) / "RESULTS.md"), "RESULTS.md") from None
+    summaries = summarize(len(plan))
     print(f"done: {len(done)} notebooks in {time.monotonic() - start:.0f}s, executed copies in "
           f"{', '.join(dict.fromkeys(str(copies_dir(n)) for n in names))}; results beside the paper in "
           f"{', '.join(summaries)}", file=sys.stderr)

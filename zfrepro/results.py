@@ -48,12 +48,18 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def results_markdown(profile: str = "default") -> str:
-    """The RESULTS.md text for ``profile`` (sections for the notebooks that have written results)."""
+def results_markdown(profile: str = "default", notes: dict[str, str] | None = None) -> str:
+    """The RESULTS.md text for ``profile`` (sections for the notebooks that have written results).
+    ``notes`` maps a notebook (``"07_correspondence"``) to why it did not run in this run (``"failed: ..."``,
+    ``"skipped: ..."``): listed first, so a table that is missing or older than the rest says why."""
     r = _load(profile)
     parts = [f"# Results of the `{profile}` profile beside the paper\n",
              "Written by `zfrepro reproduce` from `results/" + profile + "/*.json`. \"Holds\" says whether the "
              "paper's claim holds for our network, by the test stated in the notebook.\n"]
+    if notes:
+        parts.append("**Not run in the last run:**\n\n" + "\n".join(
+            f"- `{nb}`: {why}" + (" (its section below, if any, is from an earlier run)" if nb in r else "")
+            for nb, why in notes.items()) + "\n")
     model = next((v for v in r.values() if isinstance(v, dict) and v.get("arch")), None)
     if model:
         parts.append(f"Model: `{model['arch']}`, " + (f"weights `{model['weights']}`" if model.get("weights")
@@ -118,7 +124,9 @@ def results_markdown(profile: str = "default") -> str:
                          ["projection noise of column (c') (median [IQR])", "~1 (crisp)", _iqr(o.get("projection_noise"))],
                          ["claim holds (median relative drop ≥ 0.5 sensitive, ≤ 0.2 random)", "yes", o.get("claim_holds")]]) + "\n")
     c = r.get("07_correspondence")
-    if c:
+    if c and c.get("skipped"):
+        parts.append(f"## Table 1 — correspondence\n\n**Skipped** on this dataset: {c['skipped']}\n")
+    elif c:
         rows = []
         for t in c.get("table", []):
             rows.append([t["part"], t["layer"], f"{_f(t.get('paper_mean'))} ± {_f(t.get('paper_std'))}",
@@ -133,9 +141,10 @@ def results_markdown(profile: str = "default") -> str:
     return "\n".join(parts)
 
 
-def write_results_md(profile: str = "default") -> Path:
-    """Write ``results/<profile>/RESULTS.md`` (atomically) and return its path."""
-    return atomic_write_text(results_markdown(profile), results_dir(profile) / "RESULTS.md")
+def write_results_md(profile: str = "default", notes: dict[str, str] | None = None) -> Path:
+    """Write ``results/<profile>/RESULTS.md`` (atomically) and return its path; ``notes``: see
+    :func:`results_markdown`."""
+    return atomic_write_text(results_markdown(profile, notes), results_dir(profile) / "RESULTS.md")
 
 
 def _pm(v: dict[str, Any] | None) -> str:
