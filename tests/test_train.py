@@ -140,7 +140,7 @@ def test_renormalize_filters_clips_only_large_filters_to_exact_radius() -> None:
 # ----------------------------------------------------------------------------- configuration
 
 
-def test_run_dirs_of_other_datasets_are_separate(tmp_path: Path, runs_root: Path) -> None:
+def test_run_dirs_of_other_datasets_are_separate(tmp_path: Path, runs_root: Path, data_root: Path) -> None:
     other = tmp_path / "mydata"
     for c in ("cat", "dog"):
         (other / "train" / c).mkdir(parents=True)
@@ -150,7 +150,9 @@ def test_run_dirs_of_other_datasets_are_separate(tmp_path: Path, runs_root: Path
     imagenette = tmp_path / "copy"
     for c in zdata.IMAGENETTE_WNIDS:
         (imagenette / "train" / c).mkdir(parents=True)
-    assert T.run_dir_for("smoke", data_root=imagenette) == plain  # Imagenette wherever it lies
+    # empty folders with Imagenette's class names are another dataset (its identity is its files)
+    assert T.run_dir_for("smoke", data_root=imagenette) != plain
+    assert T.run_dir_for("smoke", data_root=data_root) == plain  # Imagenette itself, wherever it lies
 
 
 def test_run_dir_names_distinguish_configurations(runs_root: Path) -> None:

@@ -391,6 +391,14 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
     arch, weights = sets.get("arch", "zfnet"), sets.get("weights", "")
     parse_arch(arch)  # fail fast on an unknown arch
     notes: dict[str, str] = {}  # notebook → why it is not run, for RESULTS.md
+    if arch != "zfnet":  # 01 and 04 are about ZFNet and its training: only the notebooks that take a model run
+        skipped = [nb.name for nb in paths if "arch" not in declared[nb]]
+        paths = [nb for nb in paths if "arch" in declared[nb]]
+        notes.update({Path(n).stem: f"skipped: arch={arch} (about ZFNet and its training, no arch parameter)"
+                      for n in skipped})
+        if skipped:
+            print(f"arch={arch}: {', '.join(skipped)} skipped (about ZFNet and its training, no arch parameter)",
+                  file=sys.stderr, flush=True)
     if overrides:
         spec = profile_spec(profile, overrides)
         profile_of(spec)  # a bad field value is one line, before anything runs
@@ -407,14 +415,6 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
                               f"{', '.join(n[:2] for n in PROFILE_OVERRIDE_NOTEBOOKS)})")
         given["profile"] = spec
     _check_data(data_root)  # train/ and the validation split, before the first notebook writes anything
-    if arch != "zfnet":  # 01 and 04 are about ZFNet and its training: only the notebooks that take a model run
-        skipped = [nb.name for nb in paths if "arch" not in declared[nb]]
-        paths = [nb for nb in paths if "arch" in declared[nb]]
-        notes.update({Path(n).stem: f"skipped: arch={arch} (about ZFNet and its training, no arch parameter)"
-                      for n in skipped})
-        if skipped:
-            print(f"arch={arch}: {', '.join(skipped)} skipped (about ZFNet and its training, no arch parameter)",
-                  file=sys.stderr, flush=True)
     base = output_name(given["profile"], arch, weights, data_root)  # the model's and dataset's name, without parameters
     plan: list[tuple[Path, dict[str, Any], str]] = []
     for nb in paths:
