@@ -59,7 +59,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("alexnet/remove-3-4", "alexnet", "Remove layers 3,4", remove=(3, 4), paper=(41.8, 45.4, 22.1)),
     Variant("alexnet/remove-7", "alexnet", "Remove layer 7", remove=(7,), paper=(27.4, 40.0, 18.4)),
     Variant("alexnet/remove-6-7", "alexnet", "Remove layers 6,7", remove=(6, 7), paper=(27.4, 44.8, 22.4)),
-    Variant("alexnet/remove-3-4-6-7", "alexnet", "Remove layers 3,4,6,7", remove=(3, 4, 6, 7), paper=(71.1, 71.3, 50.1)),
+    Variant("alexnet/remove-3-4-6-7", "alexnet", "Remove layers 3,4,6,7", remove=(3, 4, 6, 7),
+            paper=(71.1, 71.3, 50.1)),
     Variant("alexnet/fc-2048", "alexnet", "Layers 6,7 at 2048 units", fc_scale=0.5, paper=(40.3, 41.7, 18.8)),
     Variant("alexnet/fc-8192", "alexnet", "Layers 6,7 at 8192 units", fc_scale=2.0, paper=(26.8, 40.0, 18.1)),
     Variant("zfnet/baseline", "zfnet", "Baseline", paper=(33.1, 38.4, 16.5)),
@@ -81,8 +82,8 @@ TABLE2_B = {"val_top1": 37.5, "val_top5": 16.0, "test_top5": 16.1}
 #: only the last epoch's snapshot; 2 seeds. Measured on 2 CPU cores: see the notebook's first cell.
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"overrides": dict(epochs=1, snapshot_epochs=()), "seeds": (0,)},
-    "default": {"overrides": dict(input_size=96, resize=110, train_per_class=500, val_per_class=250, epochs=3, eval_crops=1,
-                                  snapshot_epochs=()), "seeds": (0, 1)},
+    "default": {"overrides": dict(input_size=96, resize=110, train_per_class=500, val_per_class=250, epochs=3,
+                                  eval_crops=1, snapshot_epochs=()), "seeds": (0, 1)},
     "paper": {"overrides": dict(snapshot_epochs=()), "seeds": (0, 1)},
 }
 
@@ -316,36 +317,57 @@ def variant_table(profile: str | Profile = "default", num_classes: int = 10) -> 
     return pd.DataFrame(rows)
 
 
+_SHORT = {"baseline": "baseline", "remove-3-4": "remove 3,4", "remove-7": "remove 7", "remove-6-7": "remove 6,7",
+          "remove-3-4-6-7": "remove 3,4,6,7", "fc-2048": "fc 2048", "fc-8192": "fc 8192",
+          "maps-512-1024-512": "maps 512-1024-512", "fc-8192-maps-512-1024-512": "fc 8192 +\nmaps 512-1024-512"}
+
+
 def plot_table3(summary: "Any", title: str = "") -> "Any":
-    """Table 3 as a figure: one panel per family, per variant our val top-1 error (bar, with the
-    seed spread as an error bar) and train top-1 error (dot) beside the paper's (hatched bar, cross),
-    all in %. The two sets of bars share an axis; their levels differ (10 vs 1000 classes, minutes vs
-    days of training): compare the ranking."""
+    """Table 3 as a figure, one column per family. Top: per variant our val top-1 error (bar, with half
+    the seed spread as a whisker) and train top-1 error (dot) beside the paper's (hatched bar, cross), in
+    %; the levels differ (10 vs 1000 classes, minutes vs days of training). Bottom: what is tested, each
+    variant's val top-1 error minus its family baseline's, ours beside the paper's (points). Variant
+    names are the paper's (its fc units and maps; ours are scaled by the profile)."""
     import numpy as np
 
     from .plotting import new_figure
 
     fams = [f for f in ("Krizhevsky replica", "ZF model (Fig. 3)") if (summary.family == f).any()]
-    fig = new_figure((12, 4.6))
-    axes = fig.subplots(1, max(1, len(fams)), sharey=True, width_ratios=[max(1, (summary.family == f).sum())
-                                                                          for f in fams] or None)
-    axes = np.atleast_1d(axes)
-    for ax, fam in zip(axes, fams):
-        t = summary[summary.family == fam]
+    fig = new_figure((12, 7.4))
+    axes = np.asarray(fig.subplots(2, max(1, len(fams)), sharey="row", squeeze=False,
+                                   width_ratios=[max(1, int((summary.family == f).sum())) for f in fams] or None))
+    for col, fam in enumerate(fams):
+        t = summary[summary.family == fam].reset_index(drop=True)
         x = np.arange(len(t))
+        names = [_SHORT.get(k.split("/", 1)[1], k) for k in t.key]
+        ax = axes[0, col]
         ax.bar(x - 0.2, t.val_top1_err, 0.4, yerr=t.val_top1_err_spread / 2, capsize=3, color="tab:blue",
-               label="ours: val top-1 error (bar: mean, whisker: half the seed spread)")
+               label="ours: val top-1 error (whisker: half the seed spread)")
         ax.plot(x - 0.2, t.train_top1_err, "o", color="k", label="ours: train top-1 error")
         ax.bar(x + 0.2, t.paper_val_top1_err, 0.4, color="white", edgecolor="tab:orange", hatch="//",
                label="paper: val top-1 error")
-        ax.plot(x + 0.2, t.paper_train_top1_err, "x", color="tab:red", label="paper: train top-1 error")
-        ax.set_xticks(x, [s.replace("Layers ", "").replace("Remove layers ", "−").replace("Remove layer ", "−")
-                          .replace(" units", "").replace(" maps", "") for s in t.variant],
-                      rotation=30, ha="right", fontsize=8)
+        ax.plot(x + 0.2, t.paper_train_top1_err, "x", color="tab:red", mew=2, label="paper: train top-1 error")
+        ax.set_xticks(x, [])
         ax.set_title(fam)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("error %")
-    axes[0].legend(fontsize=7, loc="upper left")
+        ax = axes[1, col]
+        base = t[t.key.str.endswith("/baseline")]
+        ob = float(base.val_top1_err.iloc[0]) if len(base) else float("nan")
+        pb = float(base.paper_val_top1_err.iloc[0]) if len(base) else float("nan")
+        ax.bar(x - 0.2, t.val_top1_err - ob, 0.4, yerr=t.val_top1_err_spread / 2, capsize=3, color="tab:blue",
+               label="ours")
+        ax.bar(x + 0.2, t.paper_val_top1_err - pb, 0.4, color="white", edgecolor="tab:orange", hatch="//",
+               label="paper")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_ylabel("error %")
+    axes[1, 0].set_ylabel("val top-1 error − baseline's (points)")
+    top = np.nanmax(np.r_[summary.val_top1_err + summary.val_top1_err_spread / 2, summary.train_top1_err,
+                          summary.paper_val_top1_err, summary.paper_train_top1_err])
+    axes[0, 0].set_ylim(0, 1.3 * top)
+    axes[0, 0].legend(fontsize=7, loc="upper left", ncol=2, framealpha=0.9)
+    axes[1, 0].legend(fontsize=7, loc="upper left")
     if title:
         fig.suptitle(title)
     return fig
