@@ -205,3 +205,28 @@ def test_plans_and_scratch_profile():
     prof = T.scratch_profile("default", 7)
     assert prof.epochs == 7 and prof.name == "default-caltech-scratch" and prof.width == 0.5
     assert any("Caltech" in d for d in prof.deviations)
+
+
+def test_a_fold_trained_by_another_process_is_waited_for_then_reused(tmp_path, tmp_cache, monkeypatch):
+    """Two notebooks (or a notebook and a script) on the same fold: the second waits for the first's lock."""
+    import zfrepro.train as train_mod
+    from zfrepro.errors import CheckpointError
+
+    root = _fake_caltech(tmp_path, {"ant": 3, "bee": 3})
+    split = T.caltech_splits(root, 2, folds=1, test_per_class=1)[0]
+    calls = []
+    real = train_mod.train
+
+    def busy_once(*args, **kw):
+        calls.append(kw["out_dir"])
+        if len(calls) == 1:
+            raise CheckpointError(f"{kw['out_dir']} is being trained by another process: wait for it to finish "
+                                  "or use another --out-dir")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train_mod, "train", busy_once)
+    monkeypatch.setattr(T.time, "sleep", lambda s: None)
+    monkeypatch.setenv("ZFREPRO_RUNS", str(tmp_path / "runs"))
+    res = T.train_from_scratch(root, split, "smoke", 1, progress=False)
+    assert len(calls) == 2 and calls[0] == calls[1]
+    assert 0.0 <= res["accuracy"] <= 100.0 and res["train_images"] == 4 and res["test_images"] == 2

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .io import cache_dir
 
 __all__ = [
@@ -82,7 +82,8 @@ class TransferPlan:
 
     ``classes`` 0 = all 101 categories; ``train_sizes`` = training images per class (Table 4's
     columns); ``folds`` and ``test_per_class`` as the paper (5, 50); ``scratch_folds`` folds of the
-    from-scratch row (each a complete training), ``scratch_epochs`` its epochs; ``C_svm`` and
+    from-scratch row (each a complete training), ``scratch_epochs`` its epochs at the largest training
+    size (smaller sizes train for as many updates, :meth:`scratch_epochs_for`); ``C_svm`` and
     ``C_softmax`` the inverse regularisation strengths (chosen on training folds only, see
     ``benchmarks/transfer_c.py``)."""
 
@@ -95,6 +96,11 @@ class TransferPlan:
     C_svm: float = 0.001
     C_softmax: float = 0.01
 
+    def scratch_epochs_for(self, per_class: int) -> int:
+        """Epochs of the from-scratch run at ``per_class`` training images: ``scratch_epochs`` at the largest
+        size, more at smaller ones so that every run gets the same number of updates."""
+        return max(1, round(self.scratch_epochs * max(self.train_sizes) / per_class))
+
     @property
     def C(self) -> dict[str, float]:
         """``{"svm": C_svm, "softmax": C_softmax}``, as :func:`evaluate_layers` takes it."""
@@ -104,7 +110,7 @@ class TransferPlan:
 TRANSFER_PLANS: dict[str, TransferPlan] = {
     "smoke": TransferPlan(classes=5, train_sizes=(5, 10), folds=2, test_per_class=10, scratch_folds=1,
                           scratch_epochs=1),
-    "default": TransferPlan(scratch_folds=1, scratch_epochs=20),
+    "default": TransferPlan(scratch_folds=1, scratch_epochs=10),
     "paper": TransferPlan(),
 }
 
@@ -523,8 +529,17 @@ def train_from_scratch(root: str | Path | None, split: tuple[list[str], list[str
     cats = list(categories) if categories is not None else caltech_categories(base)
     prof = scratch_profile(profile, epochs)
     fold = _fold_root(base, cats, *split)
-    run = train(prof, arch=arch, data_root=fold, device=device, progress=progress,
-                out_dir=_io.runs_dir() / prof.name / f"{arch}-{fold.name}")
+    out_dir = _io.runs_dir() / prof.name / f"{arch}-{fold.name}"
+    while True:
+        try:
+            run = train(prof, arch=arch, data_root=fold, device=device, progress=progress, out_dir=out_dir)
+            break
+        except CheckpointError as exc:  # the same fold is being trained elsewhere: wait for it, then reuse it
+            if "being trained by another process" not in str(exc):
+                raise
+            if progress:
+                print(f"zfrepro: {out_dir} is being trained by another process; waiting for it", file=sys.stderr)
+            time.sleep(15)
     model = load_checkpoint(list_snapshots(run)[prof.epochs]).eval()
     test = load_split(replace(prof, val_per_class=0), "val", fold, progress=progress)
     preds = []
