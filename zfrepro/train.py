@@ -1073,6 +1073,21 @@ def load_trained(profile: str | Profile = "default", arch: str = "zfnet", epoch:
     run_dir = _io.runs_dir() / prof.name / _run_name(prof, arch, data_root)
     snaps = list_snapshots(run_dir)
     if prof.epochs not in snaps:  # the final snapshot is written last: its presence means complete
+        # say so before a long training starts: what, for how long, and how to pick the quick profile instead
+        per_epoch = {"smoke": (5, 15), "default": (77, 127)}.get(prof.name)  # s/epoch measured on 2 CPU cores
+        done = max(snaps) if snaps else 0
+        left = prof.epochs - done
+        if per_epoch:
+            lo, hi = (left * t / 60 for t in per_epoch)
+            how_long = f"about {lo:.0f}-{hi:.0f} min" if hi >= 2 else "under a minute" if hi < 1 else "about a minute"
+            how_long += " on a 2-core CPU" + (", much less on this GPU" if torch.cuda.is_available() else "")
+        else:
+            how_long = "no measured estimate for this profile"
+        resume = f", resuming after epoch {done}" if done else ""
+        smoke = "" if prof.name == "smoke" else \
+            "; for a first read set profile = \"smoke\" in the parameters cell (or --profile smoke): about a minute"
+        print(f"zfrepro: no trained {arch} network for profile {prof.name} yet: training it first, {left} epochs"
+              f"{resume} ({how_long}) into {run_dir}{smoke}", file=sys.stderr, flush=True)
         train(prof, arch=arch, data_root=data_root, device="auto")
         snaps = list_snapshots(run_dir)
     want = prof.epochs if epoch is None else int(epoch)
