@@ -141,20 +141,152 @@ def check_parameters(path: str | Path, params: dict[str, Any]) -> None:
                           f"valid ones are {', '.join(declared)}")
 
 
+class _NotebookProgress:
+    """What :func:`run_notebook` shows while papermill runs a notebook: a line as each code cell starts
+    (``cell 4/12``, its first line, the time spent in the notebook), a line every few seconds while one
+    runs (its elapsed time and the last line it printed, e.g. a training's progress bar), and the
+    kernel's own ``zfrepro:`` lines (a download, a training about to start) as they come. On a terminal
+    the running line is rewritten in place every second; in a log it is a new line every 5 s (10 s after
+    a cell's first two minutes). ``stream`` is the file written to (``sys.stderr``)."""
+
+    def __init__(self, name: str, cells: list[Any], stream: Any = None) -> None:
+        import threading
+
+        self.name, self.stream = name, stream or sys.stderr
+        self.code = {id(c): i for i, c in enumerate((c for c in cells if c.cell_type == "code" and c.source.strip()), 1)}
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = time.monotonic()
+        self.cell: tuple[int, str, float] | None = None  # (number, first line, start)
+        self.last = ""  # the kernel's last non-empty output line
+        self.pending = {"stdout": "", "stderr": ""}
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.dirty = False  # a running line on a terminal awaits its newline
+
+    def _emit(self, line: str, *, running: bool = False) -> None:
+        with self.lock:
+            if self.tty:
+                self.stream.write(("\r\x1b[K" if self.dirty else "") + line + ("" if running else "\n"))
+                self.dirty = running
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def cell_start(self, cell: Any) -> None:
+        n = self.code.get(id(cell))
+        if n is None:
+            return
+        tags = cell.metadata.get("tags", [])
+        first = "(the parameters cell)" if "parameters" in tags else "(the parameters given)" \
+            if "injected-parameters" in tags else next((ln.strip() for ln in cell.source.splitlines() if ln.strip()), "")
+        first = first if len(first) <= 70 else first[:67] + "..."
+        self.cell, self.last = (n, first, time.monotonic()), ""
+        self._emit(f"  {self.name} cell {n}/{len(self.code)}: {first}  ({time.monotonic() - self.t0:.0f}s in)")
+
+    def cell_done(self) -> None:
+        self.cell = None
+
+    def _beat(self) -> None:
+        next_at, beating = 5.0, None
+        while not self.stop.wait(1.0):
+            cell = self.cell
+            if cell is None:
+                continue
+            if cell is not beating:  # a new cell: its first line after 5 s
+                next_at, beating = 5.0, cell
+            n, first, t = cell
+            dt = time.monotonic() - t
+            if not self.tty and dt < next_at:
+                continue
+            if not self.tty:
+                next_at = dt + (5.0 if dt < 120 else 10.0)
+            if dt < 5.0 and self.tty:
+                continue
+            last = f"; last output: {self.last}" if self.last else ""
+            self._emit(f"  {self.name} cell {n}/{len(self.code)} running {dt:.0f}s{last}", running=True)
+
+    def output(self, name: str, text: str) -> None:
+        """A chunk of the kernel's stdout or stderr: remember the last line, echo ``zfrepro:`` lines."""
+        buf = self.pending[name] + text
+        *lines, self.pending[name] = buf.split("\n")
+        for piece in lines + [self.pending[name]]:
+            seg = piece.split("\r")
+            part = next((x.strip() for x in reversed(seg) if x.strip()), "")
+            if part:
+                self.last = part if len(part) <= 100 else part[:97] + "..."
+        for line in lines:
+            line = line.split("\r")[-1].strip()
+            if line.startswith("zfrepro:"):
+                self._emit("  " + line)
+
+    def writer(self, name: str) -> Any:
+        progress = self
+
+        class _Stream:
+            def write(self, text: str) -> int:
+                progress.output(name, text)
+                return len(text)
+
+            def flush(self) -> None:
+                pass
+
+        return _Stream()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.dirty:
+            self._emit("")
+
+
 def run_notebook(path: str | Path, out_dir: str | Path, params: dict[str, Any], *,
-                 kernel: str = "python3", progress: bool = False, timeout: int | None = None) -> Path:
-    """Execute one notebook with papermill into ``out_dir`` (cwd = the notebook's folder)."""
+                 kernel: str = "python3", progress: bool = True, timeout: int | None = None) -> Path:
+    """Execute one notebook with papermill into ``out_dir`` (cwd = the notebook's folder).
+
+    ``progress`` prints to stderr, while it runs, a line per code cell (``cell 4/12``, its first line,
+    the time spent) and one every few seconds during a long cell (its time and last output line),
+    and echoes the kernel's ``zfrepro:`` lines (a dataset download, a training about to start); see
+    :class:`_NotebookProgress`. The kernel's own log is kept to errors (no "running over TCP without
+    encryption" warning: it talks to this process on 127.0.0.1 only)."""
     import papermill
+    from papermill.engines import NBClientEngine, papermill_engines
 
     path, out_dir = Path(path), Path(out_dir)
     check_parameters(path, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
+    shown: list[_NotebookProgress] = []
+
+    class _Engine(NBClientEngine):  # papermill's nbclient engine, with the cell hooks reported to _NotebookProgress
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            if not progress:
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            show = _NotebookProgress(path.stem, nb_man.nb.cells)
+            shown.append(show)
+            start, complete = nb_man.cell_start, nb_man.cell_complete
+
+            def cell_start(cell: Any, cell_index: Any = None, **kw: Any) -> Any:
+                show.cell_start(cell)
+                return start(cell, cell_index, **kw)
+
+            def cell_complete(cell: Any, cell_index: Any = None, **kw: Any) -> Any:
+                show.cell_done()
+                return complete(cell, cell_index, **kw)
+
+            nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+            kwargs.update(stdout_file=show.writer("stdout"), stderr_file=show.writer("stderr"))
+            show.thread.start()
+            try:
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            finally:
+                show.close()
+
+    papermill_engines.register("zfrepro", _Engine)
     # the kernel runs in its own session (jupyter_client), so a Ctrl-C reaches only this process; on the way
     # out the kernel is killed at once: a graceful shutdown races the interrupted cell's reply (ZMQError)
-    papermill.execute_notebook(str(path), str(out), parameters=params, kernel_name=kernel,
-                               cwd=str(path.parent), progress_bar=progress, execution_timeout=timeout,
-                               shutdown_kernel="immediate")
+    papermill.execute_notebook(str(path), str(out), parameters=params, kernel_name=kernel, engine_name="zfrepro",
+                               cwd=str(path.parent), progress_bar=False, execution_timeout=timeout,
+                               shutdown_kernel="immediate", extra_arguments=["--IPKernelApp.log_level=ERROR"])
     return out
 
 
@@ -510,7 +642,13 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
         prev_end_ns = time.time_ns()
     names = list(dict.fromkeys(name for _, _, name in plan))
     summaries = summarize(len(plan))
-    print(f"done: {len(done)} notebooks in {time.monotonic() - start:.0f}s, executed copies in "
-          f"{', '.join(dict.fromkeys(str(copies_dir(n)) for n in names))}; results beside the paper in "
+    def shown(p: Path) -> str:  # relative to the project when inside it
+        try:
+            return f"{Path(p).resolve().relative_to(root.resolve())}/"
+        except ValueError:
+            return f"{p}/"
+    print(f"done: {len(done)} notebooks in {time.monotonic() - start:.0f}s; figures in "
+          f"{', '.join(dict.fromkeys(shown(figure_dir(n)) for n in names))}, executed copies in "
+          f"{', '.join(dict.fromkeys(shown(copies_dir(n)) for n in names))}; results beside the paper in "
           f"{', '.join(summaries)}", file=sys.stderr)
     return done
