@@ -102,6 +102,15 @@ def _reproduce(env: dict[str, str], *args: str, timeout: int = 1500) -> subproce
                           capture_output=True, text=True, timeout=timeout)
 
 
+#: smoke-sized notebook parameters (the reruns write apart anyway): one Fig. 6 epoch, fewer maps, top-2 instead of
+#: top-9, 4 images for the occlusion statistic, 64 training images per snapshot in Fig. 4
+SMALL = ("comparison_epochs=1", "maps_per_layer=1", "k=2", "sample=4", "train_images=64")
+
+
+def _sets(*items: str) -> list[str]:
+    return [x for s in items for x in ("--set", s)]
+
+
 def _clean(project: Path) -> None:
     assert _git(project, "status", "--porcelain", "--untracked-files=no") == ""  # nothing committed changed
 
@@ -119,7 +128,7 @@ def _results(project: Path, prefix: str) -> Path:
 def test_suite_on_a_foreign_10_class_dataset_with_a_test_split(project, tmp_path):
     data = make_dataset(tmp_path / "tenclass", [f"class{k}" for k in range(10)], {"train": 24, "test": 8})
     env = _env(project, tmp_path)
-    r = _reproduce(env, "--data-root", str(data), "--val-split", "test", "--only", "01,02,03,04,05,06,07")
+    r = _reproduce(env, "--data-root", str(data), "--val-split", "test", "--only", "01,02,03,04,05,06,07", *_sets(*SMALL))
     assert r.returncode == 0, r.stderr[-3000:]
     out = _results(project, "smoke-data")
     assert out.name.endswith("-split_test")
@@ -140,7 +149,7 @@ def test_suite_on_a_3_class_dataset(project, tmp_path):
     data = make_dataset(tmp_path / "three", ["ant", "bee", "cow"], {"train": 24, "val": 8}, seed=1)
     # Fig. 5 shows images of n_images different classes (the paper: 5): three here
     r = _reproduce(_env(project, tmp_path), "--data-root", str(data), "--only", "01,02,03,04,05,06,07",
-                   "--set", "n_images=3")
+                   *_sets(*SMALL, "n_images=3"))
     assert r.returncode == 0, r.stderr[-3000:]
     out = _results(project, "smoke-data")
     assert len(list(out.glob("0[1-7]_*.json"))) == 7
@@ -159,7 +168,7 @@ def test_suite_on_torchvision_with_a_weights_file(arch, project, tmp_path, data_
     # smoke-sized: one val image per class (a profile override), a coarse occluder, few maps and draws
     small = ["val_per_class=1", "maps_per_layer=1", "k=2", "n_images=2", "occluder=112", "stride=56", "sample=2",
              "others=1", "draws=2", "random_per_draw=1"]
-    sets = [x for s in [f"arch=torchvision:{arch}", f"weights={weights}", *small] for x in ("--set", s)]
+    sets = _sets(f"arch=torchvision:{arch}", f"weights={weights}", *small)
     r = _reproduce(_env(project, tmp_path), "--data-root", str(data_root), *sets, "--only", "01,02,03,04,05,06,07")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "01_architecture.ipynb, 04_training_evolution.ipynb skipped" in r.stderr
@@ -176,11 +185,12 @@ def test_suite_on_torchvision_with_a_weights_file(arch, project, tmp_path, data_
 @pytest.mark.slow
 def test_a_profile_override_trains_its_own_network_and_writes_apart(project, tmp_path, data_root):
     env = _env(project, tmp_path)
-    r = _reproduce(env, "--data-root", str(data_root), "--only", "01,02", "--set", "epochs=1")
+    r = _reproduce(env, "--data-root", str(data_root), "--only", "01,02", *_sets("epochs=1", "train_per_class=4"))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "01_architecture.ipynb skipped: profile overrides (epochs=1)" in r.stderr
-    out = project / "results" / "smoke-epochs_1"
-    assert (out / "02_deconvnet.json").is_file() and (project / "build" / "smoke-epochs_1" / "figures").is_dir()
+    assert "01_architecture.ipynb skipped: profile overrides (epochs=1, train_per_class=4)" in r.stderr
+    out = project / "results" / "smoke-epochs_1-train_per_class_4"
+    assert (out / "02_deconvnet.json").is_file()
+    assert (project / "build" / out.name / "figures" / "fig1_deconvnet.png").is_file()
     assert "`01_architecture`: skipped: profile overrides" in (out / "RESULTS.md").read_text()
     runs = [p.name for p in (tmp_path / "runs" / "smoke").iterdir()]
     assert runs and all(n.startswith("zfnet-") for n in runs)  # its own run, not the profile's

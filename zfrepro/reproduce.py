@@ -45,19 +45,24 @@ CANONICAL_PARAMETERS: dict[str, dict[str, Any]] = {
                         "data_root": "", "device": "auto", "comparison_epochs": 5, "comparison_eval_crops": 1,
                         "maps_per_layer": 4, "seed": 0},
     "02_deconvnet": {"profile": "default", "data_root": "", "device": "auto", "layer": "conv5", "image_index": 0,
-                     "norm": "identity", "arch": "zfnet", "weights": ""},
+                     "norm": "identity", "arch": "zfnet", "weights": "", "interactive": False},
     "03_feature_visualization": {"profile": "default", "data_root": "", "device": "auto", "maps_per_layer": 6,
                                  "k": 9, "seed": 0, "interactive": False, "arch": "zfnet", "weights": ""},
     "04_training_evolution": {"profile": "default", "data_root": "", "device": "auto", "maps_per_layer": 2,
-                              "train_images": 2000, "seed": 0},
+                              "train_images": 2000, "seed": 0, "interactive": False},
     "05_invariance": {"profile": "default", "data_root": "", "device": "auto", "n_images": 5, "seed": 0,
                       "arch": "zfnet", "weights": ""},
     "06_occlusion": {"profile": "default", "data_root": "", "device": "auto", "layer": "conv5", "n_examples": 3,
                      "occluder": 0, "stride": 0, "others": 4, "sample": 200, "seed": 0, "arch": "zfnet",
-                     "weights": ""},
+                     "weights": "", "interactive": False},
     "07_correspondence": {"profile": "default", "data_root": "", "device": "auto", "annotations": "",
                           "layers": "conv5,fc7", "n": 5, "draws": 20, "random_per_draw": 5, "seed": 0,
                           "arch": "zfnet", "weights": ""},
+    "08_feature_generalization": {"profile": "default", "data_root": "", "caltech_root": "", "device": "auto",
+                                  "classes": 0, "folds": 0, "scratch_folds": 0, "scratch_epochs": 0,
+                                  "overlap_threshold": 0.99, "seed": 0, "arch": "zfnet", "weights": ""},
+    "09_ablations": {"profile": "default", "data_root": "", "device": "auto", "epochs": 0, "seeds": 0,
+                     "variants": ""},
 }
 #: The notebooks that take profile overrides (``--set epochs=3``) through their ``profile`` parameter: they load
 #: the network and the data through :func:`zfrepro.pretrained.load_model` / :func:`zfrepro.data.load_split`,
@@ -531,11 +536,15 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
         if skipped:
             print(f"arch={arch}: {', '.join(skipped)} skipped (about ZFNet and its training, no arch parameter)",
                   file=sys.stderr, flush=True)
+    spec = profile
     if overrides:
         spec = profile_spec(profile, overrides)
         profile_of(spec)  # a bad field value is one line, before anything runs
-        skipped = [nb.name for nb in paths if nb.stem not in PROFILE_OVERRIDE_NOTEBOOKS]
-        paths = [nb for nb in paths if nb.stem in PROFILE_OVERRIDE_NOTEBOOKS]
+
+        def takes(nb: Path) -> bool:  # through its profile, or as parameters of its own (09's epochs)
+            return nb.stem in PROFILE_OVERRIDE_NOTEBOOKS or all(k in declared[nb] for k in overrides)
+        skipped = [nb.name for nb in paths if not takes(nb)]
+        paths = [nb for nb in paths if takes(nb)]
         if skipped:
             why = (f"profile overrides ({', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))}) reach only the "
                    "notebooks that load the network through zfrepro.pretrained.load_model (02, 03, 05-07)")
@@ -545,14 +554,18 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
             raise ConfigError(f"--set {', '.join(sorted(overrides))}: a profile field, but none of the selected "
                               f"notebooks takes profile overrides (those that do: "
                               f"{', '.join(n[:2] for n in PROFILE_OVERRIDE_NOTEBOOKS)})")
-        given["profile"] = spec
     _check_data(data_root)  # train/ and the validation split, before the first notebook writes anything
-    base = output_name(given["profile"], arch, weights, data_root)  # the model's and dataset's name, without parameters
+    base = output_name(profile, arch, weights, data_root)  # the model's and dataset's name, without parameters
     plan: list[tuple[Path, dict[str, Any], str]] = []
     for nb in paths:
         params = {k: v for k, v in given.items() if k in declared[nb]}
         params.update({k: _coerce_param(k, v, declared[nb][k]) for k, v in sets.items() if k in declared[nb]})
-        plan.append((nb, params, output_name(given["profile"], arch, weights, data_root, notebook=nb, params=params)))
+        if overrides and nb.stem in PROFILE_OVERRIDE_NOTEBOOKS:
+            params["profile"] = spec  # "smoke:epochs=3": its own network, written apart
+        elif overrides:  # a notebook with parameters of those names (09's epochs) takes them as its own
+            params.update({k: _coerce_param(k, v, declared[nb][k]) for k, v in overrides.items()})
+        plan.append((nb, params, output_name(params.get("profile", profile), arch, weights, data_root, notebook=nb,
+                                             params=params)))
     changed: dict[str, Any] = {}
     for nb, params, _ in plan:
         changed.update(changed_parameters(nb, params))
