@@ -6,7 +6,7 @@
 - :func:`occlusion_explorer`: choose a validation image, move a grey square, see the class
   probabilities change (Fig. 7 one position at a time), drawn and written out as text.
 
-Figures are PNGs at :data:`DPI` sized for a notebook's width (about 900 px), shrunk to fit a narrower one.
+Figures are PNGs at :data:`DPI` sized for a notebook's width (about 800 px), shrunk to fit a narrower one.
 
 Every figure here can also be produced without widgets (the notebooks do; papermill runs stay
 headless): the explorers only choose *which* one to draw. Each returns the widget box; its
@@ -24,7 +24,7 @@ from .errors import ConfigError
 
 __all__ = ["DPI", "feature_explorer", "occlusion_explorer"]
 
-#: Resolution of the explorers' figures: a 9-inch figure is 900 px, about a JupyterLab notebook's width.
+#: Resolution of the explorers' figures: an 8-inch figure is 800 px, about a JupyterLab notebook's width.
 DPI = 100
 
 
@@ -66,7 +66,7 @@ def feature_explorer(model: nn.Module, data: Any, tops: dict[str, Any], *, k: in
     epoch = w.Dropdown(options=epochs[::-1], value=last, description="epoch") if epochs else None
     layer = w.Dropdown(options=layers, value=layers[-1], description="layer")
     fmap = w.BoundedIntText(value=0, min=0, max=tops[layers[-1]].values.shape[0] - 1, description="map")
-    out = w.Box()
+    out = w.Box(layout=w.Layout(width="100%"))
     box = w.VBox(([epoch] if epoch else []) + [layer, fmap, out])
     box.state = {}
 
@@ -83,7 +83,7 @@ def feature_explorer(model: nn.Module, data: Any, tops: dict[str, Any], *, k: in
         units = project_top_units(net, data, t, [m], k=min(k, t.values.shape[1]), deconv=dn)
         box.state["units"] = units
         when = f"epoch {e}, " if e is not None else ""
-        fig = plot_feature_grid(units, ncols=1, tile_inches=4.3,
+        fig = plot_feature_grid(units, ncols=1, tile_inches=3.9,
                                 title=f"{when}{layer.value} map {m}: top {units.values.shape[1]} "
                                       "(left: projections, right: image patches)")
         out.children = [_image_widget(fig)]
@@ -116,7 +116,7 @@ def occlusion_explorer(model: nn.Module, data: Any, *, size: int | None = None) 
     index = w.BoundedIntText(value=0, min=0, max=n - 1, description="image")
     row = w.IntSlider(value=0, min=0, max=h - size, description="row")
     col = w.IntSlider(value=0, min=0, max=wd - size, description="col")
-    out = w.Box()
+    out = w.Box(layout=w.Layout(width="100%"))
     text = w.HTML()
     box = w.VBox([index, row, col, out, text])
     box.state = {}
@@ -132,7 +132,7 @@ def occlusion_explorer(model: nn.Module, data: Any, *, size: int | None = None) 
             p = model(x[None].to(dev)).softmax(1)[0].cpu()
         model.train(was)
         box.state["probs"] = p
-        fig = new_figure((9, 3.6))
+        fig = new_figure((8, 3.2))
         a, b = fig.subplots(1, 2)
         shown = data.to_display(x) if hasattr(data, "to_display") else x
         a.imshow(to_image(shown))
