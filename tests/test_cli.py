@@ -144,3 +144,25 @@ def test_results_json_is_standard_json_without_nan(tmp_path: Path) -> None:
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert data == {"table": [{"a": None, "b": 0.5, "c": None}, {"a": 1.0, "b": [1, None]}]}
     assert not any(isinstance(v, float) and math.isnan(v) for v in data["table"][0].values())
+
+
+def test_the_ablation_grid_runs_only_when_asked(tmp_path, capsys):
+    """Notebook 09 trains 24 networks: `zfrepro reproduce` leaves it out unless --with-ablations or --only names it."""
+    from zfrepro.reproduce import OPT_IN_NOTEBOOKS, select_notebooks
+
+    assert "09_ablations" in OPT_IN_NOTEBOOKS
+    nbs = [Path(f"notebooks/{n}.ipynb") for n in ("01_architecture", "08_feature_generalization", "09_ablations")]
+    assert [p.stem for p in select_notebooks(nbs, None, False)[0]] == ["01_architecture", "08_feature_generalization"]
+    assert [p.stem for p in select_notebooks(nbs, None, False)[1]] == ["09_ablations"]
+    assert select_notebooks(nbs, None, True) == (nbs, []) and select_notebooks(nbs, ["09"], False) == (nbs, [])
+    root = tmp_path / "p"
+    (root / "notebooks").mkdir(parents=True)
+    for name in ("01_a", "09_ablations"):
+        make_notebook([("md", "# t (Fig. 0)"), ("params", 'profile: str = "default"  # profile'),
+                       ("code", f"open('ran_{name}', 'w').write(profile)")], root / "notebooks" / f"{name}.ipynb")
+    done = reproduce("smoke", root=root, out_dir=tmp_path / "build")
+    assert [p.name for p in done] == ["01_a.ipynb"] and not (root / "notebooks" / "ran_09_ablations").exists()
+    assert "09_ablations.ipynb not run: Table 3 trains 24 networks" in capsys.readouterr().err
+    from zfrepro.cli import build_parser
+
+    assert build_parser().parse_args(["reproduce", "--with-ablations"]).with_ablations is True

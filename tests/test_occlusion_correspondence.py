@@ -88,3 +88,16 @@ def test_sign_change():
     assert abs(sign_change(torch.randn(5, 20000)) - 0.5) < 0.01  # independent signs differ half the time
     with pytest.raises(ConfigError, match="n >= 2"):
         sign_change(torch.randn(1, 5))
+
+
+def test_sample_indices_are_seeded_sorted_and_refuse_a_negative_sample():
+    import torch
+
+    from zfrepro.errors import ConfigError
+    from zfrepro.occlusion import sample_indices
+
+    g = torch.Generator().manual_seed(3)
+    assert sample_indices(50, 7, seed=3) == torch.randperm(50, generator=g)[:7].sort().values.tolist()
+    assert sample_indices(5, 0) == [0, 1, 2, 3, 4] and sample_indices(5, 99) == [0, 1, 2, 3, 4]
+    with pytest.raises(ConfigError, match=r"sample=-3: give the number of validation images \(0 for the whole split\)"):
+        sample_indices(5, -3)

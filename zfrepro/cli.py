@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--val-split", default=None, metavar="NAME",
                      help="folder of the validation split beside train/, e.g. test (default: $ZFREPRO_VAL_SPLIT or val)")
     rep.add_argument("--force", action="store_true", help="rerun notebooks even if unchanged since their last run")
+    rep.add_argument("--with-ablations", action="store_true",
+                     help="also run notebook 09 (Table 3: 24 trainings, about 30 min for default on 2 free CPU cores)")
     from . import train as _train
 
     tr = sub.add_parser("train", help="train a network with a profile (snapshots in runs/)")
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 k, v = item.split("=", 1)
                 sets[k.strip()] = v.strip()
             reproduce(args.profile, data_root=args.data_root, device=args.device, only=only, sets=sets,
-                      force=args.force, val_split=args.val_split)
+                      force=args.force, val_split=args.val_split, with_ablations=args.with_ablations)
         elif args.command == "train":
             import os
 

@@ -126,6 +126,16 @@ def occlusion_maps(model: nn.Module, image: torch.Tensor, target: int, size: int
                            torch.cat(totals).view(shape).cpu(), ch, rows, cols, size, p0)
 
 
+def sample_indices(total: int, sample: int, seed: int = 0) -> list[int]:
+    """The images Fig. 7's statistic is measured on: ``sample`` of ``total`` drawn without replacement with
+    ``seed`` (sorted), or all of them for ``sample=0``; a negative ``sample`` is a :class:`ConfigError`."""
+    if sample < 0:
+        raise ConfigError(f"sample={sample}: give the number of validation images (0 for the whole split)")
+    g = torch.Generator().manual_seed(seed)
+    n = total if sample == 0 else min(sample, total)
+    return torch.randperm(total, generator=g)[:n].sort().values.tolist()
+
+
 def sensitivity_drop(model: nn.Module, data: Any, indices: Sequence[int], size: int | None = None,
                      stride: int | None = None, *, seed: int = 0, batch_size: int = 64) -> Any:
     """What Fig. 7 shows qualitatively, measured: for each image ``data[i]`` (an ``(image, label)``

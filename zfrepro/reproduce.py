@@ -34,7 +34,7 @@ from typing import Any, Sequence
 from .errors import ConfigError, ZFReproError
 from .io import project_root
 
-__all__ = ["CANONICAL_PARAMETERS", "PROFILE_OVERRIDE_NOTEBOOKS", "notebook_paths", "notebook_parameters", "notebook_defaults",
+__all__ = ["CANONICAL_PARAMETERS", "OPT_IN_NOTEBOOKS", "select_notebooks", "PROFILE_OVERRIDE_NOTEBOOKS", "notebook_paths", "notebook_parameters", "notebook_defaults",
            "changed_parameters", "check_parameters", "run_notebook", "reproduce"]
 
 #: The parameters (and defaults) of the committed notebooks: the canonical run. A notebook run with any
@@ -74,6 +74,11 @@ PROFILE_OVERRIDE_NOTEBOOKS = ("02_deconvnet", "03_feature_visualization", "05_in
 #: Profile fields that ``--set`` does not override: the architecture and the seed are the notebooks' own
 #: parameters (the model looked into, the maps or draws shown).
 _NOT_PROFILE_OVERRIDES = ("name", "deviations", "arch", "seed")
+#: Notebooks that ``zfrepro reproduce`` runs only when asked (``--with-ablations`` or ``--only``), and why.
+OPT_IN_NOTEBOOKS: dict[str, str] = {
+    "09_ablations": "Table 3 trains 24 networks (about 30 min on 2 free CPU cores for default, 78 min on shared "
+                    "ones; 50 s for smoke); add --with-ablations or --only 09",
+}
 #: Parameters that are parts of the output name of their own (the profile; the dataset, model and
 #: weights by :func:`zfrepro.pretrained.output_name`) or change nothing written (widgets shown).
 _NAMED_APART = ("profile", "data_root", "arch", "weights")
@@ -445,6 +450,15 @@ def _split_sets(sets: dict[str, str], declared: dict[Path, dict[str, Any]], give
     return params, overrides
 
 
+def select_notebooks(paths: Sequence[Path], only: Sequence[str] | None, with_ablations: bool) -> tuple[list[Path], list[Path]]:
+    """``(to run, left out)``: the notebooks of :data:`OPT_IN_NOTEBOOKS` run only when named in ``only``
+    or with ``with_ablations``, so the main job keeps its time budget."""
+    if only or with_ablations:
+        return list(paths), []
+    return ([nb for nb in paths if nb.stem not in OPT_IN_NOTEBOOKS],
+            [nb for nb in paths if nb.stem in OPT_IN_NOTEBOOKS])
+
+
 def _check_data(data_root: str | None) -> None:
     """The data root's layout, before any notebook runs (nothing written on failure)."""
     from .data import check_data_root
@@ -455,9 +469,10 @@ def _check_data(data_root: str | None) -> None:
 def reproduce(profile: str = "default", *, data_root: str | None = None, device: str = "auto",
               only: Sequence[str] | None = None, root: str | Path | None = None,
               out_dir: str | Path | None = None, sets: dict[str, str] | None = None,
-              force: bool = False, val_split: str | None = None) -> list[Path]:
+              force: bool = False, val_split: str | None = None, with_ablations: bool = False) -> list[Path]:
     """Run every notebook (or ``only`` those numbered) for ``profile``; return the executed copies.
-    ``val_split`` names the validation split's folder (``test``; default ``$ZFREPRO_VAL_SPLIT`` or
+    Notebook 09 (Table 3's grid of trainings, :data:`OPT_IN_NOTEBOOKS`) runs only with
+    ``with_ablations=True`` or when named in ``only``. ``val_split`` names the validation split's folder (``test``; default ``$ZFREPRO_VAL_SPLIT`` or
     ``val``): set for the whole run, the notebooks' kernels included. See :func:`_reproduce`."""
     import os
 
@@ -465,13 +480,13 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
 
     if not val_split:
         return _reproduce(profile, data_root=data_root, device=device, only=only, root=root, out_dir=out_dir,
-                          sets=sets, force=force)
+                          sets=sets, force=force, with_ablations=with_ablations)
     old = os.environ.get(VAL_SPLIT_ENV)
     os.environ[VAL_SPLIT_ENV] = str(val_split)
     try:
         _val_split()  # a bad name is one line
         return _reproduce(profile, data_root=data_root, device=device, only=only, root=root, out_dir=out_dir,
-                          sets=sets, force=force)
+                          sets=sets, force=force, with_ablations=with_ablations)
     finally:
         if old is None:
             os.environ.pop(VAL_SPLIT_ENV, None)
@@ -482,7 +497,7 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
 def _reproduce(profile: str = "default", *, data_root: str | None = None, device: str = "auto",
                only: Sequence[str] | None = None, root: str | Path | None = None,
                out_dir: str | Path | None = None, sets: dict[str, str] | None = None,
-               force: bool = False) -> list[Path]:
+               force: bool = False, with_ablations: bool = False) -> list[Path]:
     """Run every notebook (or ``only`` those numbered) for ``profile``; return the executed copies.
 
     Each notebook receives the parameters it declares among ``profile``, ``data_root``, ``device``
@@ -522,7 +537,9 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
     get_profile(profile)  # fail fast on an unknown profile
     root = Path(root or project_root())
     given: dict[str, Any] = {"profile": profile, "data_root": data_root or "", "device": device}
-    paths = notebook_paths(root, only)
+    paths, opted = select_notebooks(notebook_paths(root, only), only, with_ablations)
+    for nb in opted:
+        print(f"{nb.name} not run: {OPT_IN_NOTEBOOKS[nb.stem]}", file=sys.stderr, flush=True)
     declared = {nb: notebook_parameters(nb) for nb in paths}
     sets, overrides = _split_sets(dict(sets or {}), declared, given)
     arch, weights = sets.get("arch", "zfnet"), sets.get("weights", "")
@@ -624,7 +641,8 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
             done.append(copy)
             continue
         left = sum(float(stamp_of(p, n).get("seconds", 0.0)) for p, _, n in plan[i - 1:])
-        estimate = f", about {left / 60:.0f} min left by the last run's timings" if left else ""
+        estimate = (f", about {left / 60:.0f} min left by the last run's timings" if left >= 90 else
+                    f", about {left:.0f} s left by the last run's timings" if left else "")
         where = "" if name == profile else f", writing to results/{name}"
         print(f"[{i}/{len(plan)}] {nb.name} (profile {profile}{where}, {time.monotonic() - start:.0f}s elapsed"
               f"{estimate})", file=sys.stderr, flush=True)
