@@ -136,7 +136,7 @@ def _dataset_files(root: str | Path) -> list[tuple[str, int, int]]:
 
     root = Path(root).expanduser()
     out: list[tuple[str, int, int]] = []
-    for split in ("train", "val"):
+    for split in ("train", _data.val_split()):  # the validation split by its folder name: "test" is another dataset
         split_dir = root / split
         if not split_dir.is_dir():
             continue
