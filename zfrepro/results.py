@@ -178,8 +178,10 @@ def _transfer_section(r: dict[str, Any]) -> str | None:
             f"{plan.get('test_per_class')} test images per class; mean per-class accuracy %)\n\n")
     note = (f"Overlap with the network's training images (§5.2: 44 of 9,144 in the paper): {ov.get('count')} of "
             f"{t.get('images')} at thumbnail correlation ≥ {ov.get('threshold')} (highest {_f(ov.get('max_correlation'))}), "
-            "kept out of the test folds. The non-pretrained row trains the same architecture from scratch for "
-            f"{(t.get('table4', {}).get('non-pretrained', {}).get(str(largest)) or {}).get('epochs', plan.get('scratch_epochs'))} epochs.\n")
+            "kept out of the test folds. The non-pretrained row trains the same architecture from scratch, with the "
+            "same number of updates at every size (" + ", ".join(
+                f"{(t.get('table4', {}).get('non-pretrained', {}).get(str(n)) or {}).get('epochs', '?')} epochs at {n}/class"
+                for n in sizes) + f"), on {plan.get('scratch_folds')} fold(s).\n")
     claims = _table(["paper's claim (§5.2)", "holds"], [[k, v] for k, v in t.get("claims", {}).items()])
     return (head + _table(["method"] + [f"{w} {n}/class" for n in sizes for w in ("paper", "ours")], t4) + "\n\n"
             + note + f"\n## Table 7 — a classifier on each layer (Caltech-101, {largest} per class)\n\n"
