@@ -273,6 +273,7 @@ def test_train_takes_the_val_split(tmp_path, monkeypatch, capsys):
     assert main([*args, "--val-split", "test"]) == 0
     run = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert (run / "metrics.csv").is_file()
+    assert "ZFREPRO_VAL_SPLIT" not in os.environ  # an in-process main() leaves the environment as it was
 
 
 def test_a_root_with_val_and_test_gives_each_split_its_own_run(tmp_path, monkeypatch):

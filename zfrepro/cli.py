@@ -62,11 +62,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import train as _train
             from .data import VAL_SPLIT_ENV, check_data_root, val_split
 
-            if args.val_split:  # read by the data layer wherever the validation split is opened
-                os.environ[VAL_SPLIT_ENV] = args.val_split
-                val_split()
-                check_data_root(args.data_root)
-            print(_train.run_from_args(args))
+            old = os.environ.get(VAL_SPLIT_ENV)
+            try:
+                if args.val_split:  # read by the data layer wherever the validation split is opened
+                    os.environ[VAL_SPLIT_ENV] = args.val_split
+                    val_split()
+                    check_data_root(args.data_root)
+                print(_train.run_from_args(args))
+            finally:  # main() may be called in-process (tests, notebooks): leave the environment as it was
+                if old is None:
+                    os.environ.pop(VAL_SPLIT_ENV, None)
+                else:
+                    os.environ[VAL_SPLIT_ENV] = old
     except ZFReproError as exc:
         print(f"zfrepro: error: {exc}", file=sys.stderr)
         return 2
