@@ -6,10 +6,10 @@ torchvision's ``AlexNet`` (a ``features`` stack, then ``classifier``), so the sa
 (``layer_names``, the deconvnet, scans) works on them and on torchvision's AlexNet / VGG.
 
 Contrast normalisation ("contrast normalization across feature maps", §3) is
-``nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)``: Krizhevsky et al.'s
-constants, which the paper inherits without restating. Pooling is 3×3 stride 2 with
-``ceil_mode=True`` (Caffe's convention of the time), which yields the paper's map sizes
-110-55-26-13-13-13-6 at a 224 input.
+``nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)`` (as :class:`zfrepro.lrn.CrossChannelLRN`:
+the same values, a faster backward): Krizhevsky et al.'s constants, which the paper inherits
+without restating. Pooling is 3×3 stride 2 with ``ceil_mode=True`` (Caffe's convention of the
+time), which yields the paper's map sizes 110-55-26-13-13-13-6 at a 224 input.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError
+from .lrn import CrossChannelLRN
 
 __all__ = [
     "ARCHS",
@@ -146,7 +147,7 @@ class ZFNet(nn.Module):
                 layers[f"pool{i}"] = nn.MaxPool2d(3, stride=2, ceil_mode=True)
                 size = _pool_out(size)
             if i in _NORM_AFTER:
-                layers[f"norm{i}"] = nn.LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
+                layers[f"norm{i}"] = CrossChannelLRN(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
             c_in = c_out
         if size < 1:
             raise ConfigError(f"input_size {input_size} is too small for {arch}: use at least 64")
