@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, tuple[str, str, str, str]] = {
                "images_per_s_system"),
     "scan": ("bench_scan", "top-9 scan s vs plain no-grad forward s", "scan_s", "forward_s"),
     "occlusion": ("bench_occlusion", "captum Occlusion s vs ours (incremental) s", "captum_s", "ours_s"),
+    "train_step": ("bench_train_step", "training images/s: ours (channels-last, CrossChannelLRN) vs the eager step",
+                   "images_per_s_ours", "images_per_s_eager"),
 }
 
 

@@ -497,6 +497,38 @@ def test_hybrid_init_keeps_the_papers_first_layer():
     assert float(m.classifier.fc8.weight.std()) == pytest.approx(0.01, rel=0.05)
 
 
+@pytest.mark.parametrize("arch", ["zfnet", "alexnet"])
+def test_training_step_equals_the_eager_step(arch: str) -> None:
+    """Issue #18: the trainer's step (channels-last, CrossChannelLRN's hand-written backward) computes
+    what the eager step computed (NCHW, nn.LocalResponseNorm): same seed, same batches, 4 updates with
+    momentum, weight decay, conv1's multiplier and renormalisation; the weights agree to float tolerance."""
+    from zfrepro.config import get_profile
+    from zfrepro.lrn import CrossChannelLRN
+
+    prof = get_profile("smoke", first_lr_mult=3.0, weight_decay=5e-4, lr=0.05, renorm_radius=0.05, dropout=0.0)
+    torch.manual_seed(0)
+    ours = T._Trainer(prof, arch, 5, torch.device("cpu"), steps=4)
+    torch.manual_seed(0)
+    eager = T._Trainer(prof, arch, 5, torch.device("cpu"), steps=4, channels_last=False)
+    for m in eager.raw.modules():
+        if type(m) is CrossChannelLRN:
+            m.__class__ = nn.LocalResponseNorm
+    assert ours.channels_last and not any(type(m) is CrossChannelLRN for m in eager.raw.modules())
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x, y = torch.randn(8, 3, 64, 64, generator=g) * 2, torch.randint(0, 5, (8,), generator=g)
+        lo, _, _ = ours.step(x, y)
+        le, _, _ = eager.step(x, y)
+        assert float(lo) == pytest.approx(float(le), rel=1e-5)
+    moved = 0.0
+    for (name, a), b in zip(ours.raw.state_dict().items(), eager.raw.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    torch.manual_seed(0)
+    for a, b in zip(ours.raw.parameters(), T.build_network(prof, arch, 5).parameters()):
+        moved = max(moved, float((a - b).abs().max()))
+    assert moved > 1e-3  # the four updates changed the weights, so the comparison above means something
+
+
 _FAULTS_CHILD = r"""
 import resource, sys, torch
 from zfrepro.devices import keep_freed_memory
