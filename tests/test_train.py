@@ -497,6 +497,31 @@ def test_hybrid_init_keeps_the_papers_first_layer():
     assert float(m.classifier.fc8.weight.std()) == pytest.approx(0.01, rel=0.05)
 
 
+def test_conv2_5_multipliers_make_their_own_groups_and_scale_the_start() -> None:
+    """conv_lr_mult / conv_decay_mult put conv2-5 in groups of their own (weights decayed × mult, biases at
+    the base decay), conv1 keeps first_*; conv_init_mult scales conv2-5's start only; bad values are one line."""
+    from zfrepro.config import get_profile
+    from zfrepro.models import get_layer
+
+    prof = get_profile("smoke", first_lr_mult=3.0, conv_lr_mult=2.0, conv_decay_mult=10.0, weight_decay=1e-3)
+    torch.manual_seed(0)
+    model = T.build_network(prof, "zfnet", 5)
+    groups = T._param_groups(model, prof)
+    convs = [get_layer(model, f"conv{i}") for i in range(1, 6)]
+    assert [len(g["params"]) for g in groups] == [2, 4, 4, len(list(model.parameters())) - 10]
+    assert {id(p) for p in groups[1]["params"]} == {id(c.weight) for c in convs[1:]}
+    assert (groups[0]["lr"], groups[1]["lr"], groups[2]["lr"], groups[3]["lr"]) == pytest.approx((0.06, 0.04, 0.04, 0.02))
+    assert groups[1]["weight_decay"] == pytest.approx(1e-2) and "weight_decay" not in groups[2]
+    assert len(T._param_groups(model, get_profile("smoke"))) == 1  # defaults: one group, as before
+    torch.manual_seed(0)
+    small = T.build_network(get_profile("smoke", conv_init_mult=0.25), "zfnet", 5)
+    assert torch.equal(get_layer(small, "conv1").weight, convs[0].weight)
+    for i in range(2, 6):
+        torch.testing.assert_close(get_layer(small, f"conv{i}").weight, 0.25 * convs[i - 1].weight)
+    with pytest.raises(ConfigError, match="conv_init_mult=0.0.*positive"):
+        T.resolve_profile("smoke", conv_init_mult=0)
+
+
 @pytest.mark.parametrize("arch", ["zfnet", "alexnet"])
 def test_training_step_equals_the_eager_step(arch: str) -> None:
     """Issue #18: the trainer's step (channels-last, CrossChannelLRN's hand-written backward) computes

@@ -52,6 +52,9 @@ class Profile:
     lr: float = 1e-2
     first_lr_mult: float = 1.0  # learning-rate multiplier of the first convolution (1: as the paper)
     first_decay_mult: float = 1.0  # weight-decay multiplier of the first convolution's weights (Caffe's decay_mult)
+    conv_init_mult: float = 1.0   # multiplier of conv2-5's starting weights, after ``init`` (1: as initialised)
+    conv_lr_mult: float = 1.0     # learning-rate multiplier of conv2-5 (weights and biases)
+    conv_decay_mult: float = 1.0  # weight-decay multiplier of conv2-5's weights
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "plateau"    # "plateau" (anneal ×0.1 on val plateaus), "onecycle", "cosine", "constant"

@@ -107,6 +107,11 @@ def resolve_profile(profile: str | Profile = "default", arch: str = "zfnet",
         raise ConfigError(f"dropout must be in [0, 1), got {prof.dropout}")
     if prof.lr <= 0 or prof.renorm_radius <= 0 or prof.warmup_epochs < 0:
         raise ConfigError("lr and renorm_radius must be positive and warmup_epochs >= 0")
+    mults = {k: getattr(prof, k) for k in ("first_lr_mult", "conv_lr_mult", "conv_init_mult")}
+    bad = [f"{k}={v}" for k, v in mults.items() if not v > 0] + \
+        [f"{k}={getattr(prof, k)}" for k in ("first_decay_mult", "conv_decay_mult") if not getattr(prof, k) >= 0]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: learning-rate and init multipliers must be positive, decay multipliers >= 0")
     return prof, arch
 
 
@@ -292,7 +297,17 @@ def build_network(prof: Profile, arch: str, num_classes: int) -> nn.Module:
     model = _models.build_model(arch, num_classes=num_classes, input_size=prof.input_size,
                                 width=prof.width, fc_width=prof.fc_width, **variant)
     _set_dropout(model, prof.dropout)
-    return _models.init_weights(model, prof.init)
+    model = _models.init_weights(model, prof.init)
+    if prof.conv_init_mult != 1.0:
+        with torch.no_grad():
+            for conv in _later_convs(model):
+                conv.weight.mul_(prof.conv_init_mult)
+    return model
+
+
+def _later_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """Every convolution after the first (conv2-5 of ZFNet): what the ``conv_*_mult`` fields act on."""
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)][1:]
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -309,18 +324,31 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _param_groups(model: nn.Module, prof: Profile) -> list[dict[str, Any]]:
-    """One SGD parameter group, or two when ``prof.first_lr_mult`` or ``prof.first_decay_mult`` != 1:
-    the first convolution (weight and bias) at ``lr × first_lr_mult`` (Caffe's per-layer ``lr_mult``)
-    and weight decay ``weight_decay × first_decay_mult`` (Caffe's ``decay_mult``), the rest at ``lr``
-    and ``weight_decay``."""
+    """SGD parameter groups with Caffe's per-layer ``lr_mult`` / ``decay_mult``: the first convolution
+    (weight and bias) at ``lr × first_lr_mult`` and weight decay ``weight_decay × first_decay_mult`` when
+    either differs from 1; then conv2-5 at ``lr × conv_lr_mult`` and ``weight_decay × conv_decay_mult``
+    when either differs from 1; the rest at ``lr`` and ``weight_decay``. One group when all are 1."""
     params = list(model.parameters())
-    if prof.first_lr_mult == 1.0 and prof.first_decay_mult == 1.0:
-        return [{"params": params, "lr": prof.lr}]
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    ids = {id(p) for p in first.parameters()} if first is not None else set()
-    return [{"params": [p for p in params if id(p) in ids], "lr": prof.lr * prof.first_lr_mult,
-             "weight_decay": prof.weight_decay * prof.first_decay_mult},
-            {"params": [p for p in params if id(p) not in ids], "lr": prof.lr}]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    groups: list[dict[str, Any]] = []
+    taken: set[int] = set()
+    if (prof.first_lr_mult != 1.0 or prof.first_decay_mult != 1.0) and convs:
+        ids = {id(p) for p in convs[0].parameters()}
+        groups.append({"params": [p for p in params if id(p) in ids], "lr": prof.lr * prof.first_lr_mult,
+                       "weight_decay": prof.weight_decay * prof.first_decay_mult})
+        taken |= ids
+    if (prof.conv_lr_mult != 1.0 or prof.conv_decay_mult != 1.0) and len(convs) > 1:
+        ids = {id(p) for c in convs[1:] for p in c.parameters()}
+        weights = {id(c.weight) for c in convs[1:]}
+        later = [p for p in params if id(p) in ids]
+        decay = prof.weight_decay * prof.conv_decay_mult
+        groups.append({"params": [p for p in later if id(p) in weights], "lr": prof.lr * prof.conv_lr_mult,
+                       "weight_decay": decay})
+        biases = [p for p in later if id(p) not in weights]
+        if biases:  # decay_mult is the weights' (Caffe's bias decay_mult is its own field); biases keep the base
+            groups.append({"params": biases, "lr": prof.lr * prof.conv_lr_mult})
+        taken |= ids
+    return groups + [{"params": [p for p in params if id(p) not in taken], "lr": prof.lr}]
 
 
 class _Schedule:
