@@ -340,7 +340,7 @@ def test_notebook_07_stands_in_for_missing_layers():
     no_fc7 = zfnet(num_classes=3, input_size=64, width=0.25, fc_width=16, remove=(7,))
     layers, alias, notes = correspondence_layers(no_fc7, "conv5,fc7")
     assert layers == ["conv5", "fc6"] and alias == {"fc6": "fc7"} and "penultimate fully connected layer" in notes[0]
-    with pytest.raises(ConfigError, match="unknown layer 'fc9' in layers: valid layers are conv1"):
+    with pytest.raises(ConfigError, match="unknown layer 'fc9': valid layers are conv1"):
         correspondence_layers(vgg, "fc9")
 
 

@@ -107,7 +107,7 @@ def _tops(values=None):
 
 
 def _cases(folder: Path, tmp: Path):
-    from zfrepro import correspondence, data, deconv, features, invariance, models, occlusion, receptive, scan, train
+    from zfrepro import correspondence, data, deconv, invariance, models, occlusion, receptive, scan, top_units, train
     from zfrepro.config import get_profile
     from zfrepro.reproduce import reproduce
 
@@ -174,7 +174,7 @@ def _cases(folder: Path, tmp: Path):
         ("n_images=0", lambda: invariance.pick_one_per_class([0, 1, 1, 2], 0), r"asked for 0 images: ask for at least 1"),
         ("n=0", lambda: correspondence.correspondence_table(m, [1, 2, 3], n=0), r"n must be between 2 and the 3"),
         ("draws=0", lambda: correspondence.correspondence_table(m, [1, 2, 3], n=2, draws=0), r"draws .* at least 1"),
-        ("maps_per_layer=0", lambda: features.choose_maps(_tops(), 0), r"asked for 0 maps of conv1"),
+        ("maps_per_layer=0", lambda: top_units.choose_maps(_tops(), 0), r"asked for 0 maps of conv1"),
         ("occluder the size of the image", lambda: occlusion.occlusion_maps(m, torch.randn(3, 64, 64), 0, 64, 8),
          r"occluder of 64 px at stride 8 gives a 1×1 map"),
         ("stride=1000", lambda: occlusion.occlusion_maps(m, torch.randn(3, 64, 64), 0, 16, 1000),
@@ -705,7 +705,7 @@ def test_train_refuses_a_foreign_out_dir_and_deletes_nothing(tmp_path):
 
 
 def test_maps_per_layer_beyond_the_maps_there_is_clamped_with_a_note(capsys):
-    from zfrepro.features import choose_maps
+    from zfrepro.top_units import choose_maps
 
     assert choose_maps(_tops(torch.ones(4, 2)), 100000) == [0, 1, 2, 3]
     assert "conv1 has 4 live maps, fewer than the 100000 asked for: showing all 4" in capsys.readouterr().err

@@ -33,7 +33,7 @@ def test_top_activations_equal_brute_force(layer):
     model = _small()
     x = torch.randn(37, 3, 64, 64)
     ds = TensorDataset(x, torch.zeros(37, dtype=torch.long))
-    tops = top_activations(model, ds, layers=["conv1", "conv3", "conv5"], k=5, device="cpu", batch_size=8,
+    tops = top_activations(model, ds, layers=["conv1", "conv3", "conv5"], k=5, batch_size=8,
                            progress=False)
     t = tops[layer]
     a = _brute(model, x, layer)                       # N×C×H×W
@@ -53,8 +53,8 @@ def test_scan_memory_is_bounded_by_k_times_channels():
     model = _small()
     small = TensorDataset(torch.randn(16, 3, 64, 64), torch.zeros(16))
     big = TensorDataset(torch.randn(160, 3, 64, 64), torch.zeros(160))
-    a = top_activations(model, small, layers=["conv2"], k=4, device="cpu", batch_size=16, progress=False)
-    b = top_activations(model, big, layers=["conv2"], k=4, device="cpu", batch_size=16, progress=False)
+    a = top_activations(model, small, layers=["conv2"], k=4, batch_size=16, progress=False)
+    b = top_activations(model, big, layers=["conv2"], k=4, batch_size=16, progress=False)
     assert a["conv2"].values.shape == b["conv2"].values.shape == (model.features.conv2.out_channels, 4)
 
 
@@ -64,7 +64,7 @@ def test_scan_ties_and_zero_maps_are_deterministic():
         model.features.conv1.weight.zero_()
         model.features.conv1.bias.zero_()
     x = torch.randn(10, 3, 64, 64)
-    t = top_activations(model, TensorDataset(x, torch.zeros(10)), layers=["conv1"], k=3, device="cpu",
+    t = top_activations(model, TensorDataset(x, torch.zeros(10)), layers=["conv1"], k=3,
                         batch_size=4, progress=False)["conv1"]
     assert (t.values == 0).all()
     assert t.image_index[0].tolist() == [0, 1, 2] and t.position[0, 0].tolist() == [0, 0]
@@ -82,8 +82,6 @@ def test_scan_errors():
         top_activations(model, DataLoader(ds, sampler=sub), layers=["conv1"], progress=False)
     with pytest.raises(ConfigError, match="got 4 images for k=9"):
         top_activations(model, ds, layers=["conv1"], k=9, progress=False)
-    with pytest.raises(ConfigError, match="model is on cpu"):
-        top_activations(model, ds, layers=["conv1"], k=2, device="meta", progress=False)
 
 
 @pytest.mark.parametrize("layer,size", [("conv1", 7), ("conv2", 27), ("conv3", 75), ("conv4", 107), ("conv5", 139)])

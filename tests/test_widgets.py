@@ -24,7 +24,7 @@ def _model():
 
 def test_feature_explorer_follows_the_controls():
     model, data = _model(), _Data()
-    tops = top_activations(model, data, layers=["conv2", "conv5"], k=4, device="cpu", progress=False)
+    tops = top_activations(model, data, layers=["conv2", "conv5"], k=4, progress=False)
     box = feature_explorer(model, data, tops, k=4)
     layer, fmap, out = box.children
     assert layer.value == "conv5" and box.state["units"].layer == "conv5" and len(out.children) == 1
@@ -57,7 +57,7 @@ def test_explorer_figures_are_notebook_wide():
     import struct
 
     model, data = _model(), _Data()
-    tops = top_activations(model, data, layers=["conv5"], k=4, device="cpu", progress=False)
+    tops = top_activations(model, data, layers=["conv5"], k=4, progress=False)
     for img in (feature_explorer(model, data, tops, k=4).children[-1].children[0],
                 occlusion_explorer(model, data).children[3].children[0]):
         width = struct.unpack(">I", img.value[16:20])[0]  # the PNG header's IHDR width
@@ -69,13 +69,13 @@ def test_feature_explorer_over_snapshots_scans_an_epoch_when_chosen():
     torch.manual_seed(1)
     early = init_weights(zfnet(10, 64, 0.25, 32), "kaiming").eval()
     late = _model()
-    tops = top_activations(late, data, layers=["conv2", "conv5"], k=4, device="cpu", progress=False)
+    tops = top_activations(late, data, layers=["conv2", "conv5"], k=4, progress=False)
     box = feature_explorer(late, data, tops, k=4, snapshots={1: early, 2: late})
     epoch, layer, fmap, out = box.children
     assert epoch.options == (2, 1) and epoch.value == 2 and box.state["units"].layer == "conv5"
     before = out.children[0].value
     epoch.value = 1
-    ref = top_activations(early, data, layers=["conv2", "conv5"], k=4, device="cpu", progress=False)
+    ref = top_activations(early, data, layers=["conv2", "conv5"], k=4, progress=False)
     assert torch.equal(box.state["units"].image_index[0], ref["conv5"].image_index[0])
     assert out.children[0].value != before
     layer.value = "conv2"

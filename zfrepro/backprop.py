@@ -22,7 +22,7 @@ from torch import nn
 
 from .devices import full_precision
 from .errors import ConfigError
-from .models import layer_names, rectified_module
+from .layers import LayerStack, eval_mode
 
 __all__ = ["RULES", "project_by_rule", "relu_rule"]
 
@@ -61,10 +61,6 @@ def relu_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
             del m.forward
 
 
-class _Stop(Exception):
-    pass
-
-
 @full_precision()
 def project_by_rule(model: nn.Module, images: torch.Tensor, layer: str, channels: Sequence[int] | torch.Tensor,
                     positions: Sequence[Sequence[int]] | torch.Tensor | None = None,
@@ -76,40 +72,22 @@ def project_by_rule(model: nn.Module, images: torch.Tensor, layer: str, channels
     With ``rule="deconvnet"`` this is the deconvnet of §2.1 computed by autograd (contrast
     normalisation, if any, by its true gradient).
     """
-    if layer not in layer_names(model) or not layer.startswith("conv"):
-        convs = [n for n in layer_names(model) if n.startswith("conv")]
-        raise ConfigError(f"unknown layer {layer!r}: valid layers are {', '.join(convs)}")
-    target = rectified_module(model, layer)
-    store: dict[str, torch.Tensor] = {}
-
-    def grab(_m: nn.Module, _i: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        store["act"] = out
-        raise _Stop
-
+    stack = LayerStack(model)
+    stack.check_conv(layer, "the projections start from a convolution's rectified map")
     x = images.detach().clone().requires_grad_(True)
-    was_training = model.training
-    model.eval()
-    handle = target.register_forward_hook(grab)
-    try:
-        with relu_rule(model, rule), torch.enable_grad():
-            try:
-                model(x)
-            except _Stop:
-                pass
-            act = store["act"]
-            n = act.shape[0]
-            ch = torch.as_tensor(channels, dtype=torch.long, device=act.device).reshape(n)
-            maps = act[torch.arange(n, device=act.device), ch]  # n×H×W
-            if positions is None:
-                flat = maps.detach().flatten(1).argmax(1)
-                rows, cols = flat // maps.shape[2], flat % maps.shape[2]
-            else:
-                pos = torch.as_tensor(positions, dtype=torch.long, device=act.device).reshape(n, 2)
-                rows, cols = pos[:, 0], pos[:, 1]
-            units = maps[torch.arange(n, device=act.device), rows, cols]
-            # seed each unit with its own value, as the deconvnet keeps the activation (not 1)
-            (grad,) = torch.autograd.grad(units, x, grad_outputs=units.detach())
-    finally:
-        handle.remove()
-        model.train(was_training)
+    with eval_mode(model), stack.capture(layer, stop=True) as store, relu_rule(model, rule), torch.enable_grad():
+        store(x)
+        act = store[layer]
+        n = act.shape[0]
+        ch = torch.as_tensor(channels, dtype=torch.long, device=act.device).reshape(n)
+        maps = act[torch.arange(n, device=act.device), ch]  # n×H×W
+        if positions is None:
+            flat = maps.detach().flatten(1).argmax(1)
+            rows, cols = flat // maps.shape[2], flat % maps.shape[2]
+        else:
+            pos = torch.as_tensor(positions, dtype=torch.long, device=act.device).reshape(n, 2)
+            rows, cols = pos[:, 0], pos[:, 1]
+        units = maps[torch.arange(n, device=act.device), rows, cols]
+        # seed each unit with its own value, as the deconvnet keeps the activation (not 1)
+        (grad,) = torch.autograd.grad(units, x, grad_outputs=units.detach())
     return grad.detach()

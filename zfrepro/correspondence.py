@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, DataError
-from .models import layer_names, rectified_module
+from .layers import LayerStack, eval_mode
 
 __all__ = ["PARTS", "FaceAnnotation", "FaceSet", "load_annotations", "prepare_faces", "mask_images",
            "layer_features", "sign_change", "correspondence_table", "PAPER_TABLE1", "MASK_SCALE",
@@ -225,7 +225,8 @@ def correspondence_layers(model: nn.Module, layers: str | Sequence[str] = "conv5
     :class:`ConfigError` listing the valid ones. Returns ``(layers, paper_layers, notes)``:
     ``paper_layers`` maps each stand-in to the paper's name (for :func:`correspondence_table`), ``notes``
     say what stands for what."""
-    names = layer_names(model)
+    stack = LayerStack(model)
+    names = stack.names
     wanted = [n.strip() for n in (layers.split(",") if isinstance(layers, str) else layers) if str(n).strip()]
     if not wanted:
         raise ConfigError(f"layers is empty: give comma-separated layer names, e.g. conv5,fc7 (valid: {', '.join(names)})")
@@ -243,7 +244,7 @@ def correspondence_layers(model: nn.Module, layers: str | Sequence[str] = "conv5
             notes.append(f"{n} is not a layer of this network: its {what}, {stand_in[n]}, stands for the paper's "
                          f"layer {n[-1]}")
         else:
-            raise ConfigError(f"unknown layer {n!r} in layers: valid layers are {', '.join(names)}")
+            raise stack.unknown(n)
     return list(dict.fromkeys(out)), alias, notes
 
 
@@ -267,24 +268,15 @@ def mask_images(images: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor
 def layer_features(model: nn.Module, images: torch.Tensor, layers: Sequence[str], batch_size: int = 64
                    ) -> dict[str, torch.Tensor]:
     """Each layer's rectified output, flattened: ``{layer: N×d}`` (the paper's x_i^l)."""
-    names = layer_names(model)
-    for name in layers:
-        if name not in names:
-            raise ConfigError(f"unknown layer {name!r}: valid layers are {', '.join(names)}")
+    stack = LayerStack(model)
+    layers = stack.check(layers)
     dev = next(model.parameters()).device
     got: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-    hooks = [rectified_module(model, n).register_forward_hook(
-        lambda m, i, o, n=n: got[n].append(o.detach().flatten(1).cpu())) for n in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for s in range(0, len(images), batch_size):
-                model(images[s:s + batch_size].to(dev))
-    finally:
-        for hk in hooks:
-            hk.remove()
-        model.train(was_training)
+    with stack.capture(layers) as feats, eval_mode(model), torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            feats(images[s:s + batch_size].to(dev))
+            for n in layers:
+                got[n].append(feats[n].detach().flatten(1).cpu())
     return {n: torch.cat(v) for n, v in got.items()}
 
 

@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .devices import full_precision
-from .errors import ZFReproError
+from .errors import DeconvError
+from .layers import LayerStack, StopForward, eval_mode, forward_hooks, pair as _pair
 from .lrn import lrn_forward
-from .models import layer_names
 
 __all__ = ["DeconvNet", "DeconvError", "Projection", "NORM_MODES", "unpool"]
 
@@ -58,10 +58,6 @@ NORM_MODES = ("identity", "scale", "jacobian")
 
 _IGNORED = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _TAIL_OK = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Flatten)
-
-
-class DeconvError(ZFReproError, ValueError):
-    """A model the deconvnet cannot invert, or a layer/channel/position that does not exist."""
 
 
 class Projection(NamedTuple):
@@ -89,16 +85,6 @@ class _Record:
     indices: Tensor | None = None  # pool switches, flat in the input plane
     lrn: Tensor | None = None  # "scale": (k + α/n·Σx²)^-β ; "jacobian": the LRN input
     extra: dict[str, Any] = field(default_factory=dict)  # "buffer": a dead map reused on the way down
-
-
-class _Stop(Exception):
-    """Raised from a hook to end the model's forward once the checked layers have run."""
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return int(v[0]), int(v[-1])
-    return int(v), int(v)
 
 
 def _flatten_sequential(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.Module]]:
@@ -294,7 +280,8 @@ class DeconvNet:
         self.model = model
         self.norm = norm
         self.check = bool(check)
-        self._ops: list[_Op] = self._parse(model)
+        self._stack = LayerStack(model)
+        self._ops: list[_Op] = self._parse(model, self._stack)
         self.layers: list[str] = [op.name for op in self._ops if op.kind == "conv"]
         self._conv_index = {op.name: i for i, op in enumerate(self._ops) if op.kind == "conv"}
         # index of the ReLU that rectifies each conv (the op the projection starts from)
@@ -307,7 +294,7 @@ class DeconvNet:
     # ------------------------------------------------------------------ structure
 
     @staticmethod
-    def _parse(model: nn.Module) -> list[_Op]:
+    def _parse(model: nn.Module, stack: LayerStack) -> list[_Op]:
         feats = getattr(model, "features", None)
         if isinstance(feats, nn.Sequential):
             mods, prefix = _flatten_sequential(feats, "features"), "features"
@@ -329,7 +316,7 @@ class DeconvNet:
             raise DeconvError(
                 f"Conv2d {outside[0]} lies outside {where}: DeconvNet needs every convolution "
                 "in one plain sequential stack")
-        conv_names = [n for n in layer_names(model) if n.startswith("conv")]
+        conv_names = stack.convs
         ops: list[_Op] = []
         seen: dict[int, int] = {}
         n_conv = 0
@@ -393,11 +380,7 @@ class DeconvNet:
     # ------------------------------------------------------------------ checks
 
     def _layer_op(self, layer: str) -> int:
-        if layer not in self._conv_index:
-            extra = ""
-            if isinstance(layer, str) and layer.startswith("fc"):
-                extra = " (fully connected layers have no deconvnet projection here)"
-            raise DeconvError(f"unknown layer {layer!r}{extra}: valid layers are {', '.join(self.layers)}")
+        self._stack.check_conv(layer, "the deconvnet projects the maps of convolutions")
         return self._relu_index[layer]
 
     def _check_images(self, images: Tensor) -> Tensor:
@@ -442,29 +425,21 @@ class DeconvNet:
         wanted = sum(len(v) for v in expected.values())
         count = [0]
 
-        def hook(mod: nn.Module, inp: Any, out: Any) -> None:
-            if id(mod) in got and isinstance(out, Tensor):
-                got[id(mod)].append(out.detach().clone())
+        def keep(key: int, out: Any) -> bool:
+            if isinstance(out, Tensor):
+                got[key].append(out.detach().clone())
                 count[0] += 1
-                if count[0] >= wanted:
-                    raise _Stop
+            return count[0] >= wanted
 
         watched = {id(op.module): op.module for op in self._ops[: upto + 1] if op.kind in ("conv", "relu")}
-        handles = [m.register_forward_hook(hook) for m in watched.values()]
-        was_training = self.model.training
         failure: str | None = None
-        try:
-            self.model.eval()
-            with torch.no_grad():
+        with forward_hooks(watched, keep), eval_mode(self.model), torch.no_grad():
+            try:
                 self.model(probe)
-        except _Stop:
-            pass
-        except Exception as exc:  # the model's own forward failed before reaching the layer
-            failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        finally:
-            for h in handles:
-                h.remove()
-            self.model.train(was_training)
+            except StopForward:
+                pass
+            except Exception as exc:  # the model's own forward failed before reaching the layer
+                failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         for j, op in enumerate(self._ops[: upto + 1]):
             if op.kind not in ("conv", "relu") or j <= self._checked_upto:
                 continue

@@ -27,14 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import forward_hooks, geometry
+
 __all__ = ["IncrementalFeatures", "supports_incremental"]
 
 _POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.LocalResponseNorm, nn.BatchNorm2d, nn.Dropout, nn.Dropout2d,
               nn.Identity)
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 @dataclass
@@ -51,23 +49,23 @@ class _Spatial:
 
 def _spatial(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> _Spatial | None:
     """Describe ``m`` (input ``x``, output ``y``, both 1×C×H×W) as a windowed layer, or None."""
+    if not isinstance(m, (nn.Conv2d, nn.MaxPool2d)) or isinstance(m.padding, str):
+        return None
+    g = geometry(m)
+    if g.dilation != (1, 1):
+        return None
+    k, s, p = g.kernel, g.stride, g.padding
     if isinstance(m, nn.Conv2d):
-        if _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        if m.padding_mode != "zeros":
             return None
-        k, s, p = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
-        w, b, g = m.weight, m.bias, m.groups
-        op = lambda t: F.conv2d(t, w, b, s, 0, 1, g)  # noqa: E731
+        w, b, groups = m.weight, m.bias, m.groups
+        op = lambda t: F.conv2d(t, w, b, s, 0, 1, groups)  # noqa: E731
         fill = 0.0
-    elif isinstance(m, nn.MaxPool2d):
-        if _pair(m.dilation) != (1, 1) or m.return_indices:
+    else:
+        if m.return_indices:
             return None
-        k = _pair(m.kernel_size)
-        s = _pair(m.stride if m.stride is not None else m.kernel_size)
-        p = _pair(m.padding)
         op = lambda t: F.max_pool2d(t, k, s, 0)  # noqa: E731
         fill = float("-inf")  # PyTorch's implicit padding (and ceil_mode's overhang) never wins
-    else:
-        return None
     out = (int(y.shape[-2]), int(y.shape[-1]))
     h, w_ = int(x.shape[-2]), int(x.shape[-1])
     need = [(out[d] - 1) * s[d] + k[d] for d in (0, 1)]
@@ -177,15 +175,9 @@ class IncrementalFeatures:
         ``starts[b]``, size ``box``) holds ``patches[b]`` (B×C×h×w); and, if ``watch`` was given,
         the B×C' sums over positions of ``watch``'s output."""
         sums: list[torch.Tensor] = []
-        hook = None
-        if self.watch is not None:
-            hook = self.watch.register_forward_hook(
-                lambda m, i, o: sums.append(o.flatten(2).sum(2) if o.dim() == 4 else o))
-        try:
+        watched = {} if self.watch is None else {"watch": self.watch}
+        with forward_hooks(watched, lambda _k, o: sums.append(o.flatten(2).sum(2) if o.dim() == 4 else o)):
             return self._run(patches, [(int(r), int(c)) for r, c in starts], sums)
-        finally:
-            if hook is not None:
-                hook.remove()
 
     def _run(self, patch: torch.Tensor, starts: list[tuple[int, int]], sums: list[torch.Tensor]):
         lens = (int(patch.shape[-2]), int(patch.shape[-1]))

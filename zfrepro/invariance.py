@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .models import layer_names, rectified_module
+from .layers import LayerStack, eval_mode
 
 __all__ = ["KINDS", "transform", "feature_distance_curves", "pick_one_per_class", "paper_amounts"]
 
@@ -73,44 +73,32 @@ def feature_distance_curves(model: nn.Module, images: torch.Tensor, labels: Sequ
     """
     import pandas as pd
 
-    names = layer_names(model)
-    for name in layers:
-        if name not in names:
-            raise ConfigError(f"unknown layer {name!r}: valid layers are {', '.join(names)}")
+    stack = LayerStack(model)
+    layers = stack.check(layers)
     labels = [int(v) for v in labels]
     if len(labels) != len(images):
         raise ConfigError(f"{len(images)} images but {len(labels)} labels: give one label per image")
     dev = next(model.parameters()).device
-    feats: dict[str, torch.Tensor] = {}
-    hooks = [rectified_module(model, name).register_forward_hook(
-        lambda m, i, o, n=name: feats.__setitem__(n, o.detach().flatten(1))) for name in layers]
-    was_training = model.training
-    model.eval()
     rows: list[dict[str, Any]] = []
-    try:
-        with torch.no_grad():
-            for i, (img, label) in enumerate(zip(images, labels)):
-                batch = torch.stack([img] + [transform(img, kind, a, fill) for a in amounts]).to(dev)
-                outs: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-                probs = []
-                for s in range(0, len(batch), batch_size):
-                    probs.append(model(batch[s:s + batch_size]).softmax(1)[:, label].cpu())
-                    for n in layers:
-                        outs[n].append(feats[n].cpu())
-                p = torch.cat(probs)
+    with stack.capture(layers) as feats, eval_mode(model), torch.no_grad():
+        for i, (img, label) in enumerate(zip(images, labels)):
+            batch = torch.stack([img] + [transform(img, kind, a, fill) for a in amounts]).to(dev)
+            outs: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+            probs = []
+            for s in range(0, len(batch), batch_size):
+                probs.append(feats(batch[s:s + batch_size]).softmax(1)[:, label].cpu())
                 for n in layers:
-                    f = torch.cat(outs[n])
-                    ref = f[0]
-                    dist = (f[1:] - ref).norm(dim=1)
-                    scale = ref.norm().clamp_min(1e-12)
-                    for j, (a, d) in enumerate(zip(amounts, dist.tolist())):
-                        rows.append(dict(image=i, label=label, kind=kind, amount=float(a), layer=n,
-                                         distance=d, normalized_distance=d / float(scale),
-                                         p_true=float(p[1 + j])))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+                    outs[n].append(feats[n].detach().flatten(1).cpu())
+            p = torch.cat(probs)
+            for n in layers:
+                f = torch.cat(outs[n])
+                ref = f[0]
+                dist = (f[1:] - ref).norm(dim=1)
+                scale = ref.norm().clamp_min(1e-12)
+                for j, (a, d) in enumerate(zip(amounts, dist.tolist())):
+                    rows.append(dict(image=i, label=label, kind=kind, amount=float(a), layer=n,
+                                     distance=d, normalized_distance=d / float(scale),
+                                     p_true=float(p[1 + j])))
     return pd.DataFrame(rows)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError
+from .layers import LayerStack, eval_mode, forward_hooks
 from .lrn import CrossChannelLRN
 
 __all__ = [
@@ -226,27 +227,9 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
 # ----------------------------------------------------------------------------- naming
 
 
-def _named_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv2d and Linear modules in forward (registration) order, named convN / fcN."""
-    out: list[tuple[str, nn.Module]] = []
-    if isinstance(model, ZFNet):  # the paper's names, also where Table 3 removed layers (conv1, conv2, conv5, fc8)
-        return [(n, m) for seq in (model.features, model.classifier) for n, m in seq.named_children()
-                if isinstance(m, (nn.Conv2d, nn.Linear))]
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    for i, m in enumerate(convs, start=1):
-        out.append((f"conv{i}", m))
-    # the field's names: the fully connected layers end at fc8 (AlexNet and every VGG: fc6, fc7, fc8), so the
-    # paper's "layer 7" is the penultimate one wherever the convolutions stop; beyond eight fc layers (no fc0)
-    # they continue the convolutions' count instead
-    first = 9 - len(fcs) if len(fcs) <= 8 else len(convs) + 1
-    for j, m in enumerate(fcs, start=first):
-        out.append((f"fc{j}", m))
-    return out
-
-
 def layer_names(model: nn.Module) -> list[str]:
-    """The paper's layer names: ``["conv1", ..., "conv5", "fc6", "fc7", "fc8"]`` for ZFNet.
+    """The paper's layer names: ``["conv1", ..., "conv5", "fc6", "fc7", "fc8"]`` for ZFNet
+    (:attr:`zfrepro.layers.LayerStack.names`).
 
     Convolutions are numbered in forward order (torchvision VGG16: conv1..conv13); the fully
     connected layers are numbered so that the last is fc8, as the field names them (AlexNet and
@@ -254,35 +237,22 @@ def layer_names(model: nn.Module) -> list[str]:
     "convN" is layer N only where the network has five convolutions; use the order of this list,
     not the number in a name, for depth.
     """
-    return [n for n, _ in _named_weight_layers(model)]
+    return LayerStack(model).names
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The Conv2d/Linear module called ``name`` (see :func:`layer_names`)."""
-    layers = dict(_named_weight_layers(model))
-    if name not in layers:
-        raise ConfigError(f"unknown layer {name!r}: valid layers are {', '.join(layers)}")
-    return layers[name]
+    """The Conv2d/Linear module called ``name`` (see :func:`layer_names`); an unknown name is a
+    :class:`~zfrepro.errors.LayerError` naming the valid layers."""
+    stack = LayerStack(model)
+    return stack.module[stack.check(name)[0]]
 
 
 def rectified_module(model: nn.Module, name: str) -> nn.Module:
     """The module whose output is layer ``name``'s rectified output (its ReLU), or the layer
     itself when no ReLU follows (the logits, fc8). Hook it to read "activations" as the paper
-    means them (Fig. 2, 5, 7, Table 1)."""
-    target = get_layer(model, name)
-    seq = list(model.modules())
-    # find the container holding the layer and look at what follows it there
-    for parent in seq:
-        children = list(parent.children())
-        for i, child in enumerate(children):
-            if child is target:
-                for nxt in children[i + 1:]:
-                    if isinstance(nxt, nn.ReLU):
-                        return nxt
-                    if isinstance(nxt, (nn.Conv2d, nn.Linear, nn.MaxPool2d)):
-                        break
-                return target
-    return target
+    means them (Fig. 2, 5, 7, Table 1); :meth:`zfrepro.layers.LayerStack.capture` does."""
+    stack = LayerStack(model)
+    return stack.rectified[stack.check(name)[0]]
 
 
 # ----------------------------------------------------------------------------- init
@@ -340,13 +310,13 @@ def describe(model: nn.Module, input_size: int | None = None) -> "Any":
 
     if input_size is None:
         input_size = getattr(model, "spec", {}).get("input_size", 224)
-    names = {id(m): n for n, m in _named_weight_layers(model)}
+    names = {id(m): n for n, m in LayerStack(model).module.items()}
     counters = {"pool": 0, "norm": 0}
     rows: list[dict[str, Any]] = []
     rf, jump = 1, 1
     last_conv = 0
 
-    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+    def hook(mod: nn.Module, out: torch.Tensor) -> None:
         nonlocal rf, jump, last_conv
         shape = tuple(out.shape[1:])
         params = sum(p.numel() for p in mod.parameters(recurse=False))
@@ -379,18 +349,10 @@ def describe(model: nn.Module, input_size: int | None = None) -> "Any":
             params=params, mult_adds=madds,
         ))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.LocalResponseNorm, nn.Linear))]
-    was_training = model.training
-    try:
-        model.eval()
-        p = next(model.parameters())
-        with torch.no_grad():
-            model(torch.zeros(1, 3, input_size, input_size, dtype=p.dtype, device=p.device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    watched = {m: m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.LocalResponseNorm, nn.Linear))}
+    p = next(model.parameters())
+    with forward_hooks(watched, hook), eval_mode(model), torch.no_grad():
+        model(torch.zeros(1, 3, input_size, input_size, dtype=p.dtype, device=p.device))
     df = pd.DataFrame(rows)
     df.attrs["input_size"] = int(input_size)
     df["receptive_field"] = df["receptive_field"].astype("Int64")

@@ -17,7 +17,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .incremental import IncrementalFeatures, supports_incremental
-from .models import layer_names, rectified_module
+from .layers import LayerStack, eval_mode
 
 __all__ = ["OcclusionResult", "occlusion_maps", "occluder_positions", "sensitivity_drop", "drop_summary"]
 
@@ -68,8 +68,8 @@ def occlusion_maps(model: nn.Module, image: torch.Tensor, target: int, size: int
         raise ConfigError(f"unknown occlusion method {method!r}: use 'incremental' or 'brute'")
     if image.dim() != 3:
         raise ConfigError(f"occlusion_maps takes one C×H×W image, got shape {tuple(image.shape)}")
-    if layer not in layer_names(model):
-        raise ConfigError(f"unknown layer {layer!r}: valid layers are {', '.join(layer_names(model))}")
+    stack = LayerStack(model)
+    stack.check(layer)
     c, h, w = image.shape
     size = size or max(1, min(h, w) // 4)
     stride = stride or max(1, size // 4)
@@ -77,31 +77,26 @@ def occlusion_maps(model: nn.Module, image: torch.Tensor, target: int, size: int
     rows, cols = occluder_positions(h, w, size, stride)
     dev = next(model.parameters()).device
     image = image.to(dev)
-    acts: list[torch.Tensor] = []
-    hook = rectified_module(model, layer).register_forward_hook(lambda m, i, o: acts.append(o.detach()))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = model(image[None])
-            if not 0 <= target < logits.shape[1]:
-                raise ConfigError(f"target class {target} is out of range: the model has {logits.shape[1]} classes")
-            base = acts.pop()
-            sums = base[0].flatten(1).sum(1) if base.dim() == 4 else base[0]
-            ch = int(sums.argmax()) if channel is None else int(channel)
-            if not 0 <= ch < sums.shape[0]:
-                raise ConfigError(f"channel {ch} is out of range: {layer} has {sums.shape[0]} maps")
-            p0 = float(logits.softmax(1)[0, target])
-            grid = [(r, q) for r in rows for q in cols]
-            inc = None
-            if method == "incremental" and supports_incremental(model):
-                hook.remove()  # the incremental engine reads the watched map itself
-                inc = IncrementalFeatures(model, image, (size, size), grid, rectified_module(model, layer))
-                if not inc.exact:  # the model's forward is not features-then-rest: brute force
-                    inc = None
-                    hook = rectified_module(model, layer).register_forward_hook(
-                        lambda m, i, o: acts.append(o.detach()))
-            probs, tops, totals = [], [], []
+    with eval_mode(model), torch.no_grad():
+        with stack.capture(layer) as acts:
+            logits = acts(image[None])
+        if not 0 <= target < logits.shape[1]:
+            raise ConfigError(f"target class {target} is out of range: the model has {logits.shape[1]} classes")
+        base = acts[layer].detach()
+        sums = base[0].flatten(1).sum(1) if base.dim() == 4 else base[0]
+        ch = int(sums.argmax()) if channel is None else int(channel)
+        if not 0 <= ch < sums.shape[0]:
+            raise ConfigError(f"channel {ch} is out of range: {layer} has {sums.shape[0]} maps")
+        p0 = float(logits.softmax(1)[0, target])
+        grid = [(r, q) for r in rows for q in cols]
+        inc = None
+        if method == "incremental" and supports_incremental(model):
+            # the incremental engine reads the watched map itself
+            inc = IncrementalFeatures(model, image, (size, size), grid, stack.rectified[layer])
+            if not inc.exact:  # the model's forward is not features-then-rest: brute force
+                inc = None
+        probs, tops, totals = [], [], []
+        with stack.capture(layer if inc is None else []) as acts:
             for s in range(0, len(grid), batch_size):
                 chunk = grid[s:s + batch_size]
                 if inc is not None:
@@ -113,14 +108,11 @@ def occlusion_maps(model: nn.Module, image: torch.Tensor, target: int, size: int
                     x = image.expand(len(chunk), c, h, w).clone()
                     for b, (r, q) in enumerate(chunk):
                         x[b, :, r:r + size, q:q + size] = value
-                    out = model(x).softmax(1)
-                    a = acts.pop()
+                    out = acts(x).softmax(1)
+                    a = acts[layer].detach()
                 probs.append(out[:, target])
                 tops.append(out.argmax(1))
                 totals.append(a[:, ch].flatten(1).sum(1) if a.dim() == 4 else a[:, ch])
-    finally:
-        hook.remove()
-        model.train(was_training)
     shape = (len(rows), len(cols))
     return OcclusionResult(torch.cat(probs).view(shape).cpu(), torch.cat(tops).view(shape).cpu(),
                            torch.cat(totals).view(shape).cpu(), ch, rows, cols, size, p0)

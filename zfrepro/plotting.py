@@ -206,7 +206,7 @@ def mosaic(tiles: Sequence[np.ndarray], ncols: int, gap: int = 2, fill: float = 
 def plot_feature_grid(units: Any, ncols: int = 2, title: str = "", tile_inches: float = 1.5) -> Figure:
     """Fig. 2 for one layer: for each feature map, its top-k deconvnet projections (contrast-normalised
     together, per grid, zero at grey, saturating the top 0.5 % of |values|: :func:`robust_scale`) beside the matching image patches, on a grey background.
-    ``units`` is a :class:`zfrepro.features.UnitPatches`."""
+    ``units`` is a :class:`zfrepro.top_units.UnitPatches`."""
     m, k = units.projections.shape[:2]
     side = int(round(k ** 0.5))
     nrows = -(-m // ncols)

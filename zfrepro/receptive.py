@@ -13,25 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import get_layer
+from .layers import LayerStack, geometry
 
 __all__ = ["receptive_field", "crop_patch", "spatial_layers"]
 
 
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def spatial_layers(model: nn.Module, layer: str) -> list[nn.Module]:
     """The conv and pooling modules that lead to ``layer``'s output, in forward order."""
-    target = get_layer(model, layer)
-    chain: list[nn.Module] = []
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            chain.append(m)
-        if m is target:
-            return chain
-    raise AssertionError("unreachable: get_layer found the layer")
+    return LayerStack(model).spatial_layers(layer)
 
 
 def receptive_field(model: nn.Module, layer: str, position: Sequence[int]) -> tuple[int, int, int, int]:
@@ -39,15 +28,13 @@ def receptive_field(model: nn.Module, layer: str, position: Sequence[int]) -> tu
     ``position`` = (row, col) of ``layer``'s map. In input coordinates; it may extend past the image
     (negative, or beyond its size) where padding was used. For ZFNet at 224 the sizes of conv1..conv5
     are 7, 27, 75, 107, 139 pixels."""
-    if not layer.startswith("conv"):
-        raise ValueError(f"receptive_field needs a convolutional layer, got {layer!r}: fc units see the whole image")
+    stack = LayerStack(model)
+    stack.check_conv(layer, "receptive_field needs a convolutional layer (fc units see the whole image)")
     r0, r1 = int(position[0]), int(position[0]) + 1
     c0, c1 = int(position[1]), int(position[1]) + 1
-    for m in reversed(spatial_layers(model, layer)):
-        kh, kw = _pair(m.kernel_size)
-        sh, sw = _pair(m.stride if m.stride is not None else m.kernel_size)
-        ph, pw = _pair(m.padding)
-        dh, dw = _pair(getattr(m, "dilation", 1))
+    for m in reversed(stack.spatial_layers(layer)):
+        g = geometry(m)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.padding, g.dilation
         r0, r1 = r0 * sh - ph, (r1 - 1) * sh - ph + dh * (kh - 1) + 1
         c0, c1 = c0 * sw - pw, (c1 - 1) * sw - pw + dw * (kw - 1) + 1
     return r0, c0, r1, c1

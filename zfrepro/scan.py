@@ -15,9 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .devices import resolve_device
 from .errors import ConfigError
-from .models import layer_names, rectified_module
+from .layers import LayerStack, eval_mode
 
 __all__ = ["TopActivations", "top_activations"]
 
@@ -42,38 +41,24 @@ class TopActivations:
         return int(self.image_index[channel, rank]), channel, (r, c)
 
 
-class _Stop(Exception):
-    pass
-
-
 def top_activations(model: nn.Module, data: Dataset | DataLoader | Iterable, layers: Sequence[str] | None = None,
-                    k: int = 9, device: str | torch.device | None = None, batch_size: int = 64,
-                    progress: bool = True) -> dict[str, TopActivations]:
+                    k: int = 9, batch_size: int = 64, progress: bool = True) -> dict[str, TopActivations]:
     """One pass over ``data`` (``(image, label)`` pairs of model-ready tensors; a Dataset or a
     non-shuffling DataLoader) recording, for every feature map of every layer in ``layers``
     (default: all conv layers), the ``k`` images with the largest activation of that map — each
     image counted once per map, at its maximum over positions (the paper's "top 9 activations").
 
-    ``device`` (None or "auto") is the model's; the model is never moved (an explicit device that differs
-    from the model's is an error). One forward per batch serves every layer; the forward stops after
-    the deepest requested layer.
+    Runs on the model's device (the model is never moved). One forward per batch serves every layer;
+    the forward stops after the deepest requested layer.
     Memory is O(k × channels) per layer, whatever the dataset size. Ties (and all-zero maps) resolve
     deterministically to the lower image index, and within an image to the first position in
     row-major order.
     """
-    names = layer_names(model)
-    layers = list(layers) if layers is not None else [n for n in names if n.startswith("conv")]
-    for name in layers:
-        if name not in names:
-            raise ConfigError(f"unknown layer {name!r}: valid layers are {', '.join(names)}")
+    stack = LayerStack(model)
+    layers = stack.check(layers) if layers is not None else stack.convs
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
-    own = next(model.parameters()).device
-    dev = own if device is None or str(device) == "auto" else resolve_device(device)
-    if dev.type != own.type or (dev.index is not None and own.index is not None and dev.index != own.index):
-        raise ConfigError(f"the model is on {own} but device={str(device)!r} was asked for: "
-                          f"move the model first (model.to({str(dev)!r})) or leave device unset")
-    dev = own
+    dev = next(model.parameters()).device
     loader = data if isinstance(data, DataLoader) else (
         DataLoader(data, batch_size=batch_size, shuffle=False) if isinstance(data, Dataset) else data)
     if isinstance(loader, DataLoader):
@@ -81,37 +66,19 @@ def top_activations(model: nn.Module, data: Dataset | DataLoader | Iterable, lay
         if not isinstance(sampler, torch.utils.data.SequentialSampler):
             raise ConfigError(f"top_activations needs data in dataset order (image_index indexes the dataset), "
                               f"but the DataLoader uses {type(sampler).__name__}: pass shuffle=False and no sampler")
-    modules = {name: rectified_module(model, name) for name in layers}
-    deepest = max(layers, key=names.index)
-    batch_acts: dict[str, torch.Tensor] = {}
     state: dict[str, list[torch.Tensor]] = {}
     sizes: dict[str, tuple[int, int]] = {}
-
-    def hook(name: str):
-        def fn(_m: nn.Module, _i: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            batch_acts[name] = out
-            if name == deepest:
-                raise _Stop
-        return fn
-
-    handles = [modules[n].register_forward_hook(hook(n)) for n in layers]
-    was_training = model.training
-    model.eval()
     seen = 0
     t0 = time.monotonic()
     from tqdm.auto import tqdm
 
     bar = tqdm(desc="scan", unit="img", disable=not progress, file=sys.stderr, mininterval=1.0)
     try:
-        with torch.no_grad():
+        with stack.capture(layers, stop=True) as batch_acts, eval_mode(model), torch.no_grad():
             for batch in loader:
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
                 x = x.to(dev, non_blocking=True)
-                batch_acts.clear()
-                try:
-                    model(x)
-                except _Stop:
-                    pass
+                batch_acts(x)
                 n = x.shape[0]
                 idx = torch.arange(seen, seen + n, device=dev)
                 for name in layers:
@@ -133,9 +100,6 @@ def top_activations(model: nn.Module, data: Dataset | DataLoader | Iterable, lay
                 bar.set_postfix(img_s=f"{seen / max(1e-9, time.monotonic() - t0):.0f}")
     finally:
         bar.close()
-        for h in handles:
-            h.remove()
-        model.train(was_training)
     if seen < k:
         raise ConfigError(f"top_activations got {seen} images for k={k}: give at least k images or lower k")
     out: dict[str, TopActivations] = {}

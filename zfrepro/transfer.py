@@ -44,6 +44,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError, DataError
 from .io import cache_dir
+from .layers import LayerStack, eval_mode
 
 __all__ = [
     "CALTECH_FOLDER", "BACKGROUND", "PAPER_TABLE4", "PAPER_TABLE7", "TransferPlan", "TRANSFER_PLANS", "transfer_plan",
@@ -282,9 +283,7 @@ def caltech_inputs(decoded: "Any", profile: Any, arch: str = "zfnet", data_root:
 
 def feature_layers(model: nn.Module) -> list[str]:
     """The layers whose features Table 7 reads: every layer but the classifier (``conv1…conv5, fc6, fc7``)."""
-    from .models import layer_names
-
-    return layer_names(model)[:-1]
+    return LayerStack(model).names[:-1]
 
 
 def _grid_of(model: nn.Module, x: torch.Tensor) -> int:
@@ -305,55 +304,30 @@ def layer_features(model: nn.Module, inputs: Any, layers: Sequence[str] | None =
     feature is exactly pool5's output), flattened. One forward per batch serves every layer and
     stops after the deepest; eval mode, no gradients, on the model's device. Returns float32 N×D
     tensors on the CPU, in the order of ``inputs``."""
-    from .models import layer_names, rectified_module
-
-    names = layer_names(model)
-    layers = list(layers) if layers is not None else feature_layers(model)
-    for name in layers:
-        if name not in names:
-            raise ConfigError(f"unknown layer {name!r}: valid layers are {', '.join(names)}")
+    stack = LayerStack(model)
+    layers = stack.check(layers) if layers is not None else feature_layers(model)
     if len(inputs) == 0:
         raise ConfigError("layer_features got no images: give at least one")
     dev = next(model.parameters()).device
-    deepest = max(layers, key=names.index)
-    store: dict[str, torch.Tensor] = {}
-
-    class _Stop(Exception):
-        pass
-
-    def hook(name: str) -> Any:
-        def fn(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-            store[name] = F.adaptive_max_pool2d(out, g).flatten(1) if out.dim() == 4 else out
-            if name == deepest:
-                raise _Stop
-        return fn
-
-    was_training = model.training
-    model.eval()
-    first = inputs.batch([0]).to(dev)
-    g = grid or _grid_of(model, first)
-    handles = [rectified_module(model, n).register_forward_hook(hook(n)) for n in layers]
     out: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(inputs), desc="features", unit="img", disable=not progress, file=sys.stderr, mininterval=1.0)
     try:
-        with torch.no_grad():
-            for s in range(0, len(inputs), batch_size):
-                x = inputs.batch(range(s, min(s + batch_size, len(inputs)))).to(dev)
-                store.clear()
-                try:
-                    model(x)
-                except _Stop:
-                    pass
-                for n in layers:
-                    out[n].append(store[n].float().cpu())
-                bar.update(x.shape[0])
+        with eval_mode(model):
+            first = inputs.batch([0]).to(dev)
+            g = grid or _grid_of(model, first)
+            with stack.capture(layers, stop=True) as store, torch.no_grad():
+                for s in range(0, len(inputs), batch_size):
+                    x = inputs.batch(range(s, min(s + batch_size, len(inputs)))).to(dev)
+                    store(x)
+                    for n in layers:
+                        a = store[n]
+                        a = F.adaptive_max_pool2d(a, g).flatten(1) if a.dim() == 4 else a
+                        out[n].append(a.float().cpu())
+                    bar.update(x.shape[0])
     finally:
         bar.close()
-        for h in handles:
-            h.remove()
-        model.train(was_training)
     return {n: torch.cat(v) for n, v in out.items()}
 
 

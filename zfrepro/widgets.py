@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .layers import eval_mode
 
 __all__ = ["DPI", "feature_explorer", "occlusion_explorer"]
 
@@ -52,7 +53,7 @@ def feature_explorer(model: nn.Module, data: Any, tops: dict[str, Any], *, k: in
     import ipywidgets as w
 
     from .deconv import DeconvNet
-    from .features import project_top_units
+    from .top_units import project_top_units
     from .plotting import plot_feature_grid
     from .scan import top_activations
 
@@ -126,11 +127,8 @@ def occlusion_explorer(model: nn.Module, data: Any, *, size: int | None = None) 
         x, y = data[int(index.value)]
         x = x.clone()
         x[:, row.value:row.value + size, col.value:col.value + size] = 0.0  # the dataset mean
-        was = model.training
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             p = model(x[None].to(dev)).softmax(1)[0].cpu()
-        model.train(was)
         box.state["probs"] = p
         fig = new_figure((8, 3.2))
         a, b = fig.subplots(1, 2)

@@ -122,8 +122,7 @@ def feature_evolution(models: dict[int, nn.Module], data: Any, maps: dict[str, S
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     for epoch in sorted(models):
         model = models[epoch]
-        dev = next(model.parameters()).device
-        tops = top_activations(model, scanned, layers=layers, k=1, device=dev, progress=progress)
+        tops = top_activations(model, scanned, layers=layers, k=1, progress=progress)
         if index is not None:  # positions in the sample -> positions in data
             for t in tops.values():
                 t.image_index = index[t.image_index]

@@ -8,7 +8,7 @@ import torch
 
 from fakes import FakeInputs
 from zfrepro.deconv import DeconvNet
-from zfrepro.features import choose_maps, feature_evolution, filter_change, project_top_units
+from zfrepro.top_units import choose_maps, feature_evolution, filter_change, project_top_units
 from zfrepro.models import zfnet
 from zfrepro.receptive import crop_patch, receptive_field
 from zfrepro.scan import top_activations
@@ -24,7 +24,7 @@ def _model():
 
 def test_project_top_units_equals_single_projections_cut_to_the_field():
     model, data = _model(), _Inputs()
-    tops = top_activations(model, data, layers=["conv3"], k=3, device="cpu", progress=False)["conv3"]
+    tops = top_activations(model, data, layers=["conv3"], k=3, progress=False)["conv3"]
     maps = choose_maps(tops, 2)
     units = project_top_units(model, data, tops, maps, k=3, batch_size=4)
     rf = receptive_field(model, "conv3", (0, 0))
@@ -40,7 +40,7 @@ def test_project_top_units_equals_single_projections_cut_to_the_field():
 
 def test_choose_maps_is_reproducible_skips_dead_maps_and_differs_per_layer():
     model, data = _model(), _Inputs()
-    tops = top_activations(model, data, layers=["conv2", "conv4"], k=2, device="cpu", progress=False)
+    tops = top_activations(model, data, layers=["conv2", "conv4"], k=2, progress=False)
     a = choose_maps(tops["conv2"], 5, seed=1)
     assert a == choose_maps(tops["conv2"], 5, seed=1) and len(a) == 5
     assert all(tops["conv2"].values[m, 0] > 0 for m in a)
@@ -62,7 +62,7 @@ def test_filter_change_and_evolution_shapes():
 
 
 def test_evolution_on_a_sample_projects_the_samples_strongest_unit():
-    from zfrepro.features import evenly_spaced
+    from zfrepro.top_units import evenly_spaced
 
     assert evenly_spaced(10, 4) == [0, 3, 6, 9] and evenly_spaced(5, 0) == [0, 1, 2, 3, 4] and evenly_spaced(3, 9) == [0, 1, 2]
     model, data = _model(), _Inputs(n=12)
