@@ -53,7 +53,7 @@ def run(quick: bool = False, *, profile: str = "default", images: int | None = N
     def scan() -> float:
         t = time.perf_counter()
         top_activations(model, [(x, None) for x in batches], layers=[f"conv{i}" for i in range(1, 6)], k=9,
-                        device="cpu", progress=False)
+                        progress=False)
         return time.perf_counter() - t
 
     forward(), scan()  # warm up

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from zfrepro.config import get_profile  # noqa: E402
 from zfrepro.data import load_split  # noqa: E402
 from zfrepro.deconv import DeconvNet  # noqa: E402
-from zfrepro.features import choose_maps, project_top_units  # noqa: E402
+from zfrepro.top_units import choose_maps, project_top_units  # noqa: E402
 from zfrepro.models import get_layer, load_checkpoint  # noqa: E402
 from zfrepro.scan import top_activations  # noqa: E402
 from zfrepro.structure import projection_noise, summarize_structure  # noqa: E402

@@ -10,7 +10,7 @@ from zfrepro.train import load_trained
 from zfrepro.data import load_split
 from zfrepro.deconv import DeconvNet
 from zfrepro.scan import top_activations
-from zfrepro.features import choose_maps, project_top_units
+from zfrepro.top_units import choose_maps, project_top_units
 torch.set_num_threads(1)
 m = load_trained("default")
 val = load_split("default", "val", progress=False)
