@@ -22,7 +22,8 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["filter_rms", "dead_filter_fraction", "dominance", "high_frequency_share", "summarize"]
+__all__ = ["filter_rms", "dead_filter_fraction", "dominance", "high_frequency_share", "summarize", "fig6_measures",
+           "fig6_claims"]
 
 
 def filter_rms(weight: torch.Tensor) -> torch.Tensor:
@@ -81,3 +82,46 @@ def summarize(values: Sequence[float] | torch.Tensor) -> dict[str, Any]:
         return {"median": float("nan"), "q25": float("nan"), "q75": float("nan"), "n": 0}
     return {"median": float(t.median()), "q25": float(torch.quantile(t, 0.25)),
             "q75": float(torch.quantile(t, 0.75)), "n": int(t.numel())}
+
+
+def fig6_measures(nets: dict[str, Any], top1: dict[str, float], layer2: dict[str, torch.Tensor]) -> Any:
+    """Fig. 6 in numbers, one row per network (``nets``: name → network; ``top1``: name → val top-1;
+    ``layer2``: name → its conv2 projections, M×k×3×R×R, for the networks that have them): val top-1, the
+    share of dead conv1 filters, the energy share of the top 5 % of conv1 filters, the largest filter RMS
+    and the median high-frequency share of the conv1 filters and of the conv2 projections. A DataFrame
+    indexed by network."""
+    import pandas as pd
+
+    from .models import get_layer
+
+    rows = []
+    for name, net in nets.items():
+        w = get_layer(net, "conv1").weight
+        row = {"network": name, "val top-1": top1[name], "dead conv1 filters": dead_filter_fraction(w),
+               "top-5% energy": dominance(w), "max filter RMS": float(filter_rms(w).max()),
+               "HF share conv1 filters": summarize(high_frequency_share(w))["median"]}
+        if name in layer2:
+            row["HF share conv2 projections"] = summarize(high_frequency_share(layer2[name].flatten(0, 1)))["median"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("network")
+
+
+def fig6_claims(t: Any) -> list[Any]:
+    """Fig. 6's four claims on a :func:`fig6_measures` table of the networks "ZFNet", "ZFNet, no
+    renormalisation" and "AlexNet replica"."""
+    from .claims import Claim
+
+    def compare(name: str, paper: str, column: str, more: str, less: str) -> Claim:
+        ours = (float(t.loc[more, column]), float(t.loc[less, column]))
+        return Claim("Fig. 6", name, paper, ours, bool(t.loc[more, column] > t.loc[less, column]))
+
+    return [
+        compare("(a) without renormalisation a few filters dominate", "Fig. 6a: a few layer-1 filters dominate",
+                "top-5% energy", "ZFNet, no renormalisation", "ZFNet"),
+        compare("(b, c) the replica has more dead layer-1 filters than ZFNet", "Fig. 6b: dead features",
+                "dead conv1 filters", "AlexNet replica", "ZFNet"),
+        compare("(d, e) the replica's layer-2 features carry more high frequencies (aliasing)",
+                "Fig. 6d: aliasing artefacts in layer 2", "HF share conv2 projections", "AlexNet replica", "ZFNet"),
+        compare("ZFNet classifies better than the replica", "Table 2: the Fig. 3 network beats the replica",
+                "val top-1", "ZFNet", "AlexNet replica"),
+    ]

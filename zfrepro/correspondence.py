@@ -26,7 +26,8 @@ from .layers import LayerStack, eval_mode
 
 __all__ = ["PARTS", "FaceAnnotation", "FaceSet", "load_annotations", "prepare_faces", "mask_images",
            "layer_features", "sign_change", "correspondence_table", "PAPER_TABLE1", "MASK_SCALE",
-           "correspondence_layers", "faces_for_dataset"]
+           "correspondence_layers", "faces_for_dataset", "parts_below_random", "table1_claims",
+           "table1_view"]
 
 #: The masked parts, in the paper's order. "Right eye" is the dog's right eye (image left in a frontal view).
 PARTS = ("right_eye", "left_eye", "nose")
@@ -346,3 +347,28 @@ def correspondence_table(model: nn.Module, faces: FaceSet, layers: Sequence[str]
         rows.append(dict(part=part, layer=ly, mean=float(t.mean()), std=float(t.std()) if len(v) > 1 else 0.0,
                          draws=len(v), paper_mean=ref[0], paper_std=ref[1]))
     return pd.DataFrame(rows)
+
+
+def parts_below_random(table: Any, layers: Sequence[str]) -> dict[str, dict[str, bool]]:
+    """Per layer of a :func:`correspondence_table`, whether each part's mean Δ is below the random masks'."""
+    out = {}
+    for ly in layers:
+        t = table[table.layer == ly].set_index("part")["mean"]
+        out[ly] = {p: bool(t[p] < t["random"]) for p in PARTS}
+    return out
+
+
+def table1_claims(below: dict[str, dict[str, bool]]) -> list[Any]:
+    """Table 1's claim per layer on :func:`parts_below_random`: every part's Δ is below random."""
+    from .claims import Claim
+
+    return [Claim("Table 1", ly, "every part below random (layer 5: 0.067-0.079 vs 0.107)", v, all(v.values()))
+            for ly, v in below.items()]
+
+
+def table1_view(table: Any) -> Any:
+    """A :func:`correspondence_table` as Table 1 prints it: ``mean ± std`` of ours and the paper's, one row
+    per part (random last), one column per layer."""
+    shown = table.assign(ours=lambda d: d["mean"].map("{:.3f}".format) + " ± " + d["std"].map("{:.3f}".format),
+                         paper=lambda d: d.paper_mean.map("{:.3f}".format) + " ± " + d.paper_std.map("{:.3f}".format))
+    return shown.pivot(index="part", columns="layer", values=["ours", "paper"]).loc[list(PARTS) + ["random"]]

@@ -17,7 +17,8 @@ from torch import nn
 from .errors import ConfigError
 from .layers import LayerStack, eval_mode
 
-__all__ = ["KINDS", "transform", "feature_distance_curves", "pick_one_per_class", "paper_amounts"]
+__all__ = ["KINDS", "transform", "feature_distance_curves", "pick_one_per_class", "paper_amounts", "invariance_summary",
+           "invariance_claims"]
 
 KINDS = ("translate", "scale", "rotate")
 
@@ -131,3 +132,44 @@ def paper_amounts(kind: str, input_size: int = 224) -> list[float]:
     if kind == "rotate":
         return [float(a) for a in range(0, 360, 10)]
     raise ConfigError(f"unknown transformation {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def invariance_summary(curves: dict[str, Any], layers: Sequence[str]) -> Any:
+    """Fig. 5's curves (``curves``: kind → :func:`feature_distance_curves` table) in one row per
+    transformation: the smallest step, the mean normalised distance of both ``layers`` (layer 1 and
+    layer 7) at that step, the mean |ΔP(true label)| over the whole range, and whether layer 1 moves
+    more than layer 7 at the smallest step. A DataFrame indexed by transformation."""
+    import pandas as pd
+
+    rows = []
+    for kind, df in curves.items():
+        base = 1.0 if kind == "scale" else 0.0
+        small = sorted({a for a in df.amount if a != base}, key=lambda a: abs(a - base))[0]
+        at = df[df.amount == small]
+        p0 = df[(df.amount == base) & (df.layer == layers[0])].set_index("image").p_true
+        p = df[df.layer == layers[0]]
+        rows.append({"transformation": kind, "smallest step": small,
+                     f"{layers[0]} distance": at[at.layer == layers[0]].normalized_distance.mean(),
+                     f"{layers[1]} distance": at[at.layer == layers[1]].normalized_distance.mean(),
+                     "mean |ΔP(true)| over the range": (p.p_true.values - p0.loc[p.image].values).__abs__().mean()})
+    summary = pd.DataFrame(rows).set_index("transformation")
+    summary["layer 1 moves more than layer 7"] = summary[f"{layers[0]} distance"] > summary[f"{layers[1]} distance"]
+    return summary
+
+
+def invariance_claims(moves: Any, drop: Any) -> list[Any]:
+    """Fig. 5's claims: for each small transformation (``moves``: kind → whether layer 1 moves more than
+    layer 7 at the smallest step, the column ``"layer 1 moves more than layer 7"`` of an
+    :func:`invariance_summary`) that layer 1 changes more than layer 7, and (``drop``: kind → mean
+    |ΔP(true label)| over the range, the column ``"mean |ΔP(true)| over the range"``) that the output is
+    more stable to translation and scale than to rotation (``holds`` None without the three kinds)."""
+    from .claims import Claim
+
+    drop = {k: float(v) for k, v in drop.items()}
+    claims = [Claim("Fig. 5", f"small {k}: layer 1 changes more than layer 7",
+                    "Fig. 5 a2-c2: layer 1 changes a lot, layer 7 little", None, bool(v)) for k, v in moves.items()]
+    stable = (bool(drop["translate"] < drop["rotate"] and drop["scale"] < drop["rotate"])
+              if {"translate", "scale", "rotate"} <= drop.keys() else None)
+    claims.append(Claim("Fig. 5", "output more stable to translation and scale than to rotation",
+                        "Fig. 5 a4-c4: rotation changes the output most", drop, stable))
+    return claims

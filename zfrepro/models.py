@@ -9,7 +9,7 @@ Contrast normalisation ("contrast normalization across feature maps", §3) is
 ``nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)`` (as :class:`zfrepro.lrn.CrossChannelLRN`:
 the same values, a faster backward): Krizhevsky et al.'s constants, which the paper inherits
 without restating. Pooling is 3×3 stride 2 with ``ceil_mode=True`` (Caffe's convention of the
-time), which yields the paper's map sizes 110-55-26-13-13-13-6 at a 224 input.
+time), which yields the paper's map sizes (:data:`PAPER_MAP_SIZES`) at a 224 input.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ __all__ = [
     "load_checkpoint",
     "model_spec",
     "REMOVABLE_LAYERS",
+    "PAPER_MAP_SIZES",
+    "map_size_claim",
 ]
 
 #: Contrast normalisation constants (Krizhevsky et al. 2012, §3.3).
@@ -66,6 +68,20 @@ def _pool_out(n: int, k: int = 3, s: int = 2) -> int:
     if (out - 1) * s >= n:  # PyTorch's rule: the last window must start inside the input
         out -= 1
     return out
+
+
+#: Fig. 3's map sizes (side in pixels) at a 224 input, conv1 to pool5.
+PAPER_MAP_SIZES = {"conv1": 110, "pool1": 55, "conv2": 26, "pool2": 13, "conv3": 13, "conv4": 13, "conv5": 13, "pool5": 6}
+
+
+def map_size_claim(sizes: dict[str, Any]) -> "Claim":
+    """Fig. 3's claim: our map sizes conv1…pool5 (``sizes``: layer → side, from :func:`describe`'s
+    ``out_size``) are the paper's (:data:`PAPER_MAP_SIZES`)."""
+    from .claims import Claim
+
+    paper = "-".join(str(v) for v in PAPER_MAP_SIZES.values())
+    ours = "-".join(str(sizes.get(k, "?")) for k in PAPER_MAP_SIZES)
+    return Claim("Fig. 3", "map sizes conv1…pool5", paper, ours, ours == paper)
 
 
 #: Layers that Table 3 removes (any subset): conv3, conv4 (conv5 then reads pool2/norm2) and fc6, fc7

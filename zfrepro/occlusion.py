@@ -19,7 +19,14 @@ from .errors import ConfigError
 from .incremental import IncrementalFeatures, supports_incremental
 from .layers import LayerStack, eval_mode
 
-__all__ = ["OcclusionResult", "occlusion_maps", "occluder_positions", "sensitivity_drop", "drop_summary"]
+__all__ = ["OcclusionResult", "occlusion_maps", "occluder_positions", "sensitivity_drop", "drop_summary",
+           "occlusion_claim", "SENSITIVE_RELATIVE_DROP", "RANDOM_RELATIVE_DROP"]
+
+#: Fig. 7's claim holds when the median relative drop of P(correct class) is at least this at the most
+#: sensitive occluder position ...
+SENSITIVE_RELATIVE_DROP = 0.5
+#: ... and at most this at a random position (the class depends on covering the object, not any part).
+RANDOM_RELATIVE_DROP = 0.2
 
 
 @dataclass
@@ -167,3 +174,20 @@ def drop_summary(df: Any, confidence: float = 0.95, resamples: int = 2000, seed:
         out[f"{name}_ci_low"] = float(torch.quantile(boots, lo_q))
         out[f"{name}_ci_high"] = float(torch.quantile(boots, hi_q))
     return out
+
+
+def occlusion_claim(drops: Any) -> tuple[dict[str, float], Any]:
+    """Fig. 7's claim on a :func:`sensitivity_drop` table: ``({"sensitive": m, "random": m'}, Claim)``,
+    the median relative drops of P(correct) (drop / p0) at the most sensitive and at a random position,
+    and whether ``m`` ≥ :data:`SENSITIVE_RELATIVE_DROP` and ``m'`` ≤ :data:`RANDOM_RELATIVE_DROP`."""
+    from .claims import Claim
+
+    rel = {"sensitive": float((drops.drop_max / drops.p0).median()), "random": float((drops.drop_random / drops.p0).median())}
+    holds = rel["sensitive"] >= SENSITIVE_RELATIVE_DROP and rel["random"] <= RANDOM_RELATIVE_DROP
+    return rel, Claim("Fig. 7", occlusion_claim_name(), "the class depends on covering the object, not any part of the image",
+                      rel, bool(holds))
+
+
+def occlusion_claim_name() -> str:
+    """The test of :func:`occlusion_claim`, as RESULTS.md states it."""
+    return (f"median relative drop ≥ {SENSITIVE_RELATIVE_DROP:g} sensitive, ≤ {RANDOM_RELATIVE_DROP:g} random")

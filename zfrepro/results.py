@@ -48,6 +48,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _claims_table(claims: list[Any], header: str = "paper's claim") -> str:
+    """A "paper's claim | holds" table of :class:`~zfrepro.claims.Claim` records."""
+    from .claims import claims_rows
+
+    return _table([header, "holds"], claims_rows(claims))
+
+
 def results_markdown(profile: str = "default", notes: dict[str, str] | None = None) -> str:
     """The RESULTS.md text for ``profile`` (sections for the notebooks that have written results).
     ``notes`` maps a notebook (``"07_correspondence"``) to why it did not run in this run (``"failed: ..."``,
@@ -66,11 +73,11 @@ def results_markdown(profile: str = "default", notes: dict[str, str] | None = No
                                                        else "the profile's own trained run") + ".\n")
     a = r.get("01_architecture", {})
     if "fig3" in a:
-        sizes = a["fig3"].get("sizes", {})
-        order = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
-        ours = "-".join(str(sizes.get(k, "?")) for k in order)
+        from .models import map_size_claim
+
+        sizes = map_size_claim(a["fig3"].get("sizes", {}))
         parts.append("## Fig. 3 — architecture\n\n" + _table(["", "paper", "ours", "holds"], [
-            ["map sizes conv1…pool5", "110-55-26-13-13-13-13-6", ours, ours == "110-55-26-13-13-13-13-6"],
+            [sizes.name, sizes.paper, sizes.ours, sizes.holds],
             ["parameters (1000 classes)", "not stated", f"{a['fig3'].get('parameters', 0):,}", None]]) + "\n")
     if "fig6" in a:
         f6 = a["fig6"]
@@ -95,12 +102,12 @@ def results_markdown(profile: str = "default", notes: dict[str, str] | None = No
                 for k, v in layers.items()]) + "\n")
         st = f.get("filter_structure")
         if st:
-            share, med = st.get("share_structured"), st.get("median_r2")
+            from .structure import structure_claim
+
+            claim = structure_claim(st)
             parts.append(_table(["layer-1 filters (Gabor/blob fit of the dominant colour pattern)", "paper", "ours"], [
-                [f"share with structure R² ≥ {st.get('threshold')}", "oriented edges and colour blobs (Fig. 2, 6c)",
-                 _f(share, 2)], ["median R²", "–", _f(med, 2)]]) + "\n\n" + _table(["paper's claim", "holds"], [
-                ["layer-1 filters are oriented edges and colour blobs (≥ 85 % with R² ≥ 0.6)",
-                 None if share is None else share >= 0.85]]) + "\n")
+                [f"share with structure R² ≥ {st.get('threshold')}", claim.paper, _f(st.get("share_structured"), 2)],
+                ["median R²", "–", _f(st.get("median_r2"), 2)]]) + "\n\n" + _claims_table([claim]) + "\n")
     e = r.get("04_training_evolution")
     if e:
         parts.append(f"## Fig. 4 — feature evolution (snapshots {e.get('epochs')})\n\n" + _table(["paper's claim", "holds"], [
@@ -108,12 +115,15 @@ def results_markdown(profile: str = "default", notes: dict[str, str] | None = No
              e.get("lower_layers_settle_first")]]) + "\n")
     v = r.get("05_invariance")
     if v:
-        parts.append("## Fig. 5 — invariance\n\n" + _table(["paper's claim", "holds"], [
-            [f"small {k}: layer 1 changes more than layer 7", ok] for k, ok in v.get("layer1_moves_more_than_layer7", {}).items()]
-            + [["output more stable to translation and scale than to rotation",
-                v.get("output_more_stable_to_translation_and_scale_than_rotation")]]) + "\n")
+        from .invariance import invariance_claims
+
+        parts.append("## Fig. 5 — invariance\n\n" + _claims_table(invariance_claims(
+            v.get("layer1_moves_more_than_layer7", {}),
+            {r["transformation"]: r["mean |ΔP(true)| over the range"] for r in v.get("summary", [])})) + "\n")
     o = r.get("06_occlusion")
     if o:
+        from .occlusion import occlusion_claim_name
+
         s = o.get("sensitivity", {})
         parts.append(f"## Fig. 7 — occlusion ({o.get('occluder')}-px square, stride {o.get('stride')}, "
                      f"{int(s.get('images', 0))} val images)\n\n" + _table(["", "paper", "ours (95% CI)"], [
@@ -122,7 +132,7 @@ def results_markdown(profile: str = "default", notes: dict[str, str] | None = No
                          ["drop of P(correct), random position", "small (qualitative)",
                           f"{_f(s.get('random_mean'))} [{_f(s.get('random_ci_low'))}, {_f(s.get('random_ci_high'))}]"],
                          ["projection noise of column (c') (median [IQR])", "~1 (crisp)", _iqr(o.get("projection_noise"))],
-                         ["claim holds (median relative drop ≥ 0.5 sensitive, ≤ 0.2 random)", "yes", o.get("claim_holds")]]) + "\n")
+                         [f"claim holds ({occlusion_claim_name()})", "yes", o.get("claim_holds")]]) + "\n")
     c = r.get("07_correspondence")
     if c and c.get("skipped"):
         parts.append(f"## Table 1 — correspondence\n\n**Skipped** on this dataset: {c['skipped']}\n")
@@ -131,11 +141,12 @@ def results_markdown(profile: str = "default", notes: dict[str, str] | None = No
         for t in c.get("table", []):
             rows.append([t["part"], t["layer"], f"{_f(t.get('paper_mean'))} ± {_f(t.get('paper_std'))}",
                          f"{_f(t.get('mean'))} ± {_f(t.get('std'))}"])
+        from .correspondence import table1_claims
+
         below = c.get("parts_below_random", {})
         parts.append(f"## Table 1 — correspondence ({c.get('faces')} annotated faces, draws of {c.get('n')}, "
                      f"{c.get('draws')} draws)\n\n" + _table(["part", "layer", "paper Δ", "ours Δ"], rows) + "\n\n"
-                     + _table(["paper's claim: every part below random", "holds"],
-                              [[ly, all(v.values())] for ly, v in below.items()]) + "\n")
+                     + _claims_table(table1_claims(below), "paper's claim: every part below random") + "\n")
     parts.extend(filter(None, [_transfer_section(r)]))  # notebook 08
     parts.extend(filter(None, [_ablation_section(r)]))  # notebook 09
     return "\n".join(parts)

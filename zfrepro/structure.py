@@ -28,7 +28,13 @@ import torch
 from .aliasing import high_frequency_share
 from .errors import ConfigError
 
-__all__ = ["dominant_pattern", "fit_gabor", "filter_structure", "projection_noise", "summarize_structure"]
+__all__ = ["dominant_pattern", "fit_gabor", "filter_structure", "projection_noise", "summarize_structure",
+           "STRUCTURE_R2", "STRUCTURED_SHARE", "structure_claim"]
+
+#: A filter "has structure" (an oriented edge or a colour blob) when its Gabor/blob fit reaches this R².
+STRUCTURE_R2 = 0.6
+#: The share of layer-1 filters with structure at which the paper's description (Fig. 2, 6c) holds.
+STRUCTURED_SHARE = 0.85
 
 #: Orientations, frequencies (cycles per pixel; 0 = a blob) and envelope widths (× filter size) of the grid.
 ORIENTATIONS = 8
@@ -170,7 +176,7 @@ def projection_noise(projections: torch.Tensor, patches: torch.Tensor, cutoff: f
     return ratio.reshape(lead)
 
 
-def summarize_structure(weight: torch.Tensor, threshold: float = 0.6) -> dict[str, Any]:
+def summarize_structure(weight: torch.Tensor, threshold: float = STRUCTURE_R2) -> dict[str, Any]:
     """Median structure R² of a layer's filters and the share with R² ≥ ``threshold`` (notebook 03's
     layer-1 numbers, RESULTS.md)."""
     r2 = filter_structure(weight)
@@ -179,3 +185,16 @@ def summarize_structure(weight: torch.Tensor, threshold: float = 0.6) -> dict[st
         return {"median_r2": float("nan"), "share_structured": float("nan"), "threshold": threshold, "n": 0}
     return {"median_r2": float(ok.median()), "share_structured": float((ok >= threshold).double().mean()),
             "threshold": threshold, "n": int(ok.numel())}
+
+
+def structure_claim(structure: dict[str, Any]) -> "Any":
+    """Fig. 2 / 6c's claim for a :func:`summarize_structure` result: at least :data:`STRUCTURED_SHARE` of
+    the layer-1 filters have structure (R² ≥ :data:`STRUCTURE_R2`); ``holds`` is None without filters."""
+    from .claims import Claim
+
+    share = structure.get("share_structured")
+    if isinstance(share, float) and math.isnan(share):
+        share = None
+    return Claim("Fig. 2", f"layer-1 filters are oriented edges and colour blobs (≥ {100 * STRUCTURED_SHARE:.0f} % with "
+                 f"R² ≥ {STRUCTURE_R2:g})", "oriented edges and colour blobs (Fig. 2, 6c)", share,
+                 None if share is None else share >= STRUCTURED_SHARE)

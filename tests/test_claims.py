@@ -1,0 +1,81 @@
+"""Claims owned by the analyses (issue #16, part 4): each module's claim test, its thresholds, and
+RESULTS.md rendering them from the notebooks' JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from zfrepro.aliasing import fig6_claims
+from zfrepro.claims import Claim, claims_rows
+from zfrepro.correspondence import PARTS, parts_below_random, table1_claims
+from zfrepro.invariance import invariance_claims
+from zfrepro.models import PAPER_MAP_SIZES, describe, map_size_claim, zfnet
+from zfrepro.occlusion import RANDOM_RELATIVE_DROP, SENSITIVE_RELATIVE_DROP, occlusion_claim
+from zfrepro.results import results_markdown
+from zfrepro.structure import STRUCTURED_SHARE, structure_claim
+
+
+def test_map_size_claim_holds_at_224_only():
+    sizes = lambda n: dict(zip(*(lambda t: (t["layer"], t["out_size"]))(describe(zfnet(num_classes=10, input_size=n, fc_width=16), n))))  # noqa: E731
+    ok = map_size_claim(sizes(224))
+    assert ok.holds and ok.ours == ok.paper == "110-55-26-13-13-13-13-6" and list(PAPER_MAP_SIZES)[-1] == "pool5"
+    small = map_size_claim(sizes(128))
+    assert small.holds is False and small.ours.startswith("62-")
+    assert map_size_claim({}).ours == "-".join("?" * 8) and map_size_claim({}).holds is False
+
+
+def test_fig6_claims_compare_the_three_networks():
+    t = pd.DataFrame([
+        {"network": "ZFNet", "val top-1": 0.8, "dead conv1 filters": 0.0, "top-5% energy": 0.1, "HF share conv2 projections": 0.2},
+        {"network": "ZFNet, no renormalisation", "val top-1": 0.7, "dead conv1 filters": 0.1, "top-5% energy": 0.3},
+        {"network": "AlexNet replica", "val top-1": 0.75, "dead conv1 filters": 0.2, "top-5% energy": 0.1,
+         "HF share conv2 projections": 0.1}]).set_index("network")
+    claims = fig6_claims(t)
+    assert [c.holds for c in claims] == [True, True, False, True]
+    assert claims[2].ours == (0.1, 0.2) and all(c.figure == "Fig. 6" for c in claims)
+
+
+def test_occlusion_claim_thresholds():
+    def drops(sensitive, random):
+        return pd.DataFrame({"p0": [1.0, 1.0, 1.0], "drop_max": [sensitive] * 3, "drop_random": [random] * 3})
+
+    rel, claim = occlusion_claim(drops(SENSITIVE_RELATIVE_DROP, RANDOM_RELATIVE_DROP))
+    assert claim.holds and rel == {"sensitive": SENSITIVE_RELATIVE_DROP, "random": RANDOM_RELATIVE_DROP}
+    assert occlusion_claim(drops(SENSITIVE_RELATIVE_DROP - 0.01, 0.0))[1].holds is False
+    assert occlusion_claim(drops(1.0, RANDOM_RELATIVE_DROP + 0.01))[1].holds is False
+    assert claim.name == "median relative drop ≥ 0.5 sensitive, ≤ 0.2 random"
+
+
+def test_invariance_and_table1_and_structure_claims():
+    claims = invariance_claims({"translate": True, "scale": False}, {"translate": 0.1, "scale": 0.2, "rotate": 0.3})
+    assert [c.holds for c in claims] == [True, False, True] and claims[0].name == "small translate: layer 1 changes more than layer 7"
+    assert invariance_claims({}, {"translate": 0.4, "scale": 0.2, "rotate": 0.3})[-1].holds is False
+    assert invariance_claims({}, {})[-1].holds is None
+    rows = [dict(part=p, layer=ly, mean=m) for ly, ms in (("conv5", (0.1, 0.1, 0.1, 0.2)), ("fc7", (0.1, 0.3, 0.1, 0.2)))
+            for p, m in zip((*PARTS, "random"), ms)]
+    below = parts_below_random(pd.DataFrame(rows), ["conv5", "fc7"])
+    assert below["fc7"] == {"right_eye": True, "left_eye": False, "nose": True}
+    assert claims_rows(table1_claims(below)) == [["conv5", True], ["fc7", False]]
+    assert structure_claim({"share_structured": STRUCTURED_SHARE}).holds
+    assert structure_claim({"share_structured": STRUCTURED_SHARE - 0.01}).holds is False
+    assert structure_claim({"share_structured": float("nan")}).holds is None
+    assert str(Claim("Fig. 9", "x", None, None, None)) == "Fig. 9: not tested: x"
+
+
+def test_results_md_renders_the_claims_from_the_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZFREPRO_RESULTS", str(tmp_path))
+    out = tmp_path / "mine"
+    out.mkdir()
+    summary = [{"transformation": k, "mean |ΔP(true)| over the range": v} for k, v in (("translate", 0.1), ("scale", 0.5),
+                                                                                     ("rotate", 0.3))]
+    (out / "05_invariance.json").write_text(json.dumps({"summary": summary, "layer1_moves_more_than_layer7": {
+        "rotate": True, "scale": False, "translate": True}}))
+    (out / "06_occlusion.json").write_text(json.dumps({"sensitivity": {"images": 3.0}, "claim_holds": False}))
+    (out / "01_architecture.json").write_text(json.dumps({"fig3": {"sizes": PAPER_MAP_SIZES, "parameters": 5}}))
+    text = results_markdown("mine")
+    assert "| small rotate: layer 1 changes more than layer 7 | yes |\n| small scale: layer 1 changes more than layer 7 | **no** |" in text
+    assert "| output more stable to translation and scale than to rotation | **no** |" in text  # scale moves P most
+    assert "| claim holds (median relative drop ≥ 0.5 sensitive, ≤ 0.2 random) | yes | **no** |" in text
+    assert "| map sizes conv1…pool5 | 110-55-26-13-13-13-13-6 | 110-55-26-13-13-13-13-6 | yes |" in text
