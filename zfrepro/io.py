@@ -148,15 +148,17 @@ def runs_dir() -> Path:
     return Path(env).expanduser() if env else project_root() / "runs"
 
 
-def results_dir(profile: str = "default") -> Path:
-    """Where notebooks write the numbers they compute: ``ZFREPRO_RESULTS/<profile>``, else
-    ``<project root>/results/<profile>`` (``default`` is committed; other profiles are ignored)."""
+def results_dir(output: str = "default") -> Path:
+    """Where notebooks write the numbers they compute: ``ZFREPRO_RESULTS/<output>``, else
+    ``<project root>/results/<output>``. ``output`` is a run's output name
+    (:func:`zfrepro.pretrained.output_name`: the profile's name for its canonical run, e.g.
+    ``default``, which is committed; ``smoke-k_3`` etc. for the others, which are ignored)."""
     env = os.environ.get("ZFREPRO_RESULTS")
     base = Path(env).expanduser() if env else project_root() / "results"
-    return base / profile
+    return base / output
 
 
-def write_results(name: str, values: Any, profile: str = "default") -> Path:
-    """Write one notebook's numbers to ``results/<profile>/<name>.json`` atomically (sorted keys,
-    so a rerun with the same numbers leaves the file unchanged)."""
-    return atomic_write_json(values, results_dir(profile) / f"{name}.json")
+def write_results(name: str, values: Any, output: str = "default") -> Path:
+    """Write one notebook's numbers to ``results/<output>/<name>.json`` atomically (sorted keys,
+    so a rerun with the same numbers leaves the file unchanged); ``output``: see :func:`results_dir`."""
+    return atomic_write_json(values, results_dir(output) / f"{name}.json")

@@ -26,18 +26,20 @@ def new_figure(figsize: tuple[float, float] = (6, 4), **kw: Any) -> Figure:
     return Figure(figsize=figsize, layout="constrained", **kw)
 
 
-def figure_dir(profile: str = "default") -> Path:
-    """Where a profile's figures go: the committed gallery ``figures/`` for ``default``,
-    ``build/<profile>/figures`` for every other profile (so CI runs never touch the gallery)."""
+def figure_dir(output: str = "default") -> Path:
+    """Where the figures of output name ``output`` go (:func:`zfrepro.pretrained.output_name`): the
+    committed gallery ``figures/`` for ``default``, ``build/<output>/figures`` for every other one (so CI
+    runs and reruns with other parameters never touch the gallery)."""
     root = project_root()
-    return root / "figures" if profile == "default" else root / "build" / profile / "figures"
+    return root / "figures" if output == "default" else root / "build" / output / "figures"
 
 
-def save_figure(fig: Figure, name: str, profile: str = "default", *, directory: str | Path | None = None,
+def save_figure(fig: Figure, name: str, output: str = "default", *, directory: str | Path | None = None,
                 dpi: int = 100) -> Path:
-    """Save ``fig`` as ``<directory>/<name>.png`` with deterministic metadata (no date, fixed
-    software tag), atomically. Returns the path. The single way figures are written."""
-    out = Path(directory) if directory else figure_dir(profile)
+    """Save ``fig`` as ``<directory>/<name>.png`` (default: :func:`figure_dir` of ``output``) with
+    deterministic metadata (no date, fixed software tag), atomically. Returns the path. The single way
+    figures are written."""
+    out = Path(directory) if directory else figure_dir(output)
     path = out / f"{name}.png"
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": "zfrepro", "Creation Time": None})

@@ -1,4 +1,4 @@
-"""``results/<profile>/RESULTS.md``: one table per paper figure or table — the paper's value, ours, and
+"""``results/<output>/RESULTS.md``: one table per paper figure or table — the paper's value, ours, and
 whether the paper's claim holds for ours — built from the JSON files the notebooks write
 (:func:`zfrepro.io.write_results`). ``zfrepro reproduce`` writes it at the end of a run.
 """
@@ -15,9 +15,9 @@ from .io import atomic_write_text, results_dir
 __all__ = ["results_markdown", "write_results_md"]
 
 
-def _load(profile: str) -> dict[str, Any]:
+def _load(output: str) -> dict[str, Any]:
     out = {}
-    for p in sorted(results_dir(profile).glob("*.json")):
+    for p in sorted(results_dir(output).glob("*.json")):
         try:
             out[p.stem] = json.loads(p.read_text())
         except (OSError, ValueError):
@@ -55,13 +55,14 @@ def _claims_table(claims: list[Any], header: str = "paper's claim") -> str:
     return _table([header, "holds"], claims_rows(claims))
 
 
-def results_markdown(profile: str = "default", notes: dict[str, str] | None = None) -> str:
-    """The RESULTS.md text for ``profile`` (sections for the notebooks that have written results).
+def results_markdown(output: str = "default", notes: dict[str, str] | None = None) -> str:
+    """The RESULTS.md text of output name ``output`` (``results/<output>/``: ``default``, ``smoke``,
+    ``smoke-k_3``...; sections for the notebooks that have written results).
     ``notes`` maps a notebook (``"07_correspondence"``) to why it did not run in this run (``"failed: ..."``,
     ``"skipped: ..."``): listed first, so a table that is missing or older than the rest says why."""
-    r = _load(profile)
-    parts = [f"# Results of the `{profile}` profile beside the paper\n",
-             "Written by `zfrepro reproduce` from `results/" + profile + "/*.json`. \"Holds\" says whether the "
+    r = _load(output)
+    parts = [f"# Results of the `{output}` profile beside the paper\n",
+             "Written by `zfrepro reproduce` from `results/" + output + "/*.json`. \"Holds\" says whether the "
              "paper's claim holds for our network, by the test stated in the notebook.\n"]
     if notes:
         parts.append("**Not run in the last run:**\n\n" + "\n".join(
@@ -152,10 +153,10 @@ def results_markdown(profile: str = "default", notes: dict[str, str] | None = No
     return "\n".join(parts)
 
 
-def write_results_md(profile: str = "default", notes: dict[str, str] | None = None) -> Path:
-    """Write ``results/<profile>/RESULTS.md`` (atomically) and return its path; ``notes``: see
+def write_results_md(output: str = "default", notes: dict[str, str] | None = None) -> Path:
+    """Write ``results/<output>/RESULTS.md`` (atomically) and return its path; ``notes``: see
     :func:`results_markdown`."""
-    return atomic_write_text(results_markdown(profile, notes), results_dir(profile) / "RESULTS.md")
+    return atomic_write_text(results_markdown(output, notes), results_dir(output) / "RESULTS.md")
 
 
 def _pm(v: dict[str, Any] | None) -> str:
