@@ -218,7 +218,7 @@ def _transpose_conv(sig: Tensor, m: nn.Conv2d, cache: dict[int, tuple[Any, ...]]
 
     For a strided layer with few input channels (conv1: 3) it runs as one stride-1 ``conv2d``
     on the polyphase components of the flipped filters, then ``pixel_shuffle``: the same sums,
-    2-3× faster on CPU than oneDNN's transposed convolution with 3 output channels."""
+    faster on CPU than oneDNN's transposed convolution with 3 output channels (README, "Measured here")."""
     s, d, k = _pair(m.stride), _pair(m.dilation), _pair(m.kernel_size)
     h, w = sig.shape[2], sig.shape[3]
     poly = m.groups == 1 and d == (1, 1) and s[0] == s[1] > 1 and m.in_channels <= 4
@@ -465,7 +465,7 @@ class DeconvNet:
     def _forward_op(self, op: _Op, x: Tensor, rec: _Record | None, inplace: bool = True) -> Tensor:
         """One op of the stack, bit for bit what the module computes (so switches and ties are
         the model's own): convolutions run in the input's memory layout; max pooling runs in
-        channels-last memory (oneDNN's fast layout, ~2-5× faster with switches; values and
+        channels-last memory (oneDNN's fast layout with switches, README "Measured here"; values and
         tie-breaking are layout-independent) and hands back the input's layout."""
         m = op.module
         if rec is not None:
