@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 
 import torch
@@ -131,7 +132,7 @@ class LayerStack:
     layer (the paper's "layer 7") in each; beyond eight fc layers they continue the convolutions'
     count. A network that names its own layers so (ZFNet: ``features.conv1`` … ``classifier.fc8``,
     also where Table 3 removed some) keeps its names. ``module[name]``: the Conv2d/Linear;
-    ``rectified[name]``: the module whose output is the layer's rectified output.
+    :attr:`rectified` ``[name]``: the module whose output is the layer's rectified output.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -139,8 +140,12 @@ class LayerStack:
         pairs = _named_weight_layers(model)
         self.names: list[str] = [n for n, _ in pairs]
         self.module: dict[str, nn.Module] = dict(pairs)
-        self.rectified: dict[str, nn.Module] = {n: _rectifier(model, m) for n, m in pairs}
         self._order = list(model.modules())
+
+    @cached_property
+    def rectified(self) -> dict[str, nn.Module]:
+        """Layer name → the module whose output is the layer's rectified output (worked out at first use)."""
+        return {n: _rectifier(self._order, m) for n, m in self.module.items()}
 
     def __repr__(self) -> str:
         return f"LayerStack({type(self.model).__name__}: {', '.join(self.names)})"
@@ -222,9 +227,10 @@ def _named_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def _rectifier(model: nn.Module, target: nn.Module) -> nn.Module:
-    """The ReLU that follows ``target`` in its container (before the next conv, fc or max pool), else ``target``."""
-    for parent in model.modules():
+def _rectifier(modules: list[nn.Module], target: nn.Module) -> nn.Module:
+    """The ReLU that follows ``target`` in its container (``modules``: the model's, in order) before the
+    next conv, fc or max pool, else ``target``."""
+    for parent in modules:
         children = list(parent.children())
         for i, child in enumerate(children):
             if child is target:
