@@ -4,7 +4,7 @@
 ``M_TRIM_THRESHOLD`` so that the step's large buffers are reused instead of being unmapped and
 re-faulted every batch. The setting is process-wide and cannot be undone cleanly, so each side runs
 in its own child process (``ZFREPRO_MALLOC=system`` turns it off there); the children run the exact
-training step (:class:`zfrepro.train._Trainer`) on the real data pipeline, and the two sides alternate
+training step (:class:`zfrepro.train.Trainer`) on the real data pipeline, and the two sides alternate
 (kept, system, kept, system, ...) so that other load on a shared machine hits both alike. Each child
 also reports minor page faults per second, the share of its CPU time spent in the kernel and its
 peak resident memory.

@@ -1,6 +1,6 @@
 """Training throughput with the real data pipeline vs. the same loop on in-memory tensors.
 
-The real loop is :class:`zfrepro.train._Trainer` (forward, backward, SGD, renormalisation: the
+The real loop is :class:`zfrepro.train.Trainer` (forward, backward, SGD, renormalisation: the
 exact step of ``zfrepro train``) fed by :func:`zfrepro.data.iterate_batches` (decoded cache,
 per-pixel mean, random-resized crops and flips, prefetch thread). The synthetic loop runs the
 same step on random tensors of the same shape, with no data pipeline. Goal: the pipeline costs
@@ -43,9 +43,9 @@ def build_trainer(profile: str, arch: str, data_root: str | None, device: torch.
     """``(profile, data, trainer)``: the exact training step of ``zfrepro train`` on the decoded split,
     seeded as a run is. Shared with ``bench_malloc``."""
     prof = get_profile(profile)
-    d = ztrain._prepare_data(prof, data_root, verbose)
+    d = ztrain.prepare_data(prof, data_root, verbose)
     torch.manual_seed(prof.seed)
-    tr = ztrain._Trainer(prof, arch, len(d.classes), device, steps=ztrain.steps_per_epoch(len(d.train), prof.batch_size))
+    tr = ztrain.Trainer(prof, arch, len(d.classes), device, steps=ztrain.steps_per_epoch(len(d.train), prof.batch_size))
     return prof, d, tr
 
 

@@ -1,6 +1,6 @@
 """Training images/s: the trainer's step (issue #18) vs the eager step it replaced, side by side.
 
-Both sides are :class:`zfrepro.train._Trainer` on the same network, seed and batches (drawn once from the
+Both sides are :class:`zfrepro.train.Trainer` on the same network, seed and batches (drawn once from the
 real data pipeline, :func:`zfrepro.data.iterate_batches`, and cycled), with SGD, weight decay and the
 renormalisation of every conv filter:
 
@@ -44,7 +44,7 @@ GOAL = 1.4
 
 def eager_trainer(prof: Any, arch: str, classes: int, device: torch.device, steps: int) -> Any:
     """The step before issue #18: NCHW and PyTorch's own ``nn.LocalResponseNorm``."""
-    tr = ztrain._Trainer(prof, arch, classes, device, steps=steps, channels_last=False)
+    tr = ztrain.Trainer(prof, arch, classes, device, steps=steps, channels_last=False)
     for m in tr.raw.modules():
         if type(m) is CrossChannelLRN:
             m.__class__ = nn.LocalResponseNorm  # same fields; PyTorch's forward and autograd backward
@@ -56,10 +56,10 @@ def _sides(prof: Any, arch: str, classes: int, device: torch.device, steps: int,
     torch.manual_seed(prof.seed)
     out["eager"] = eager_trainer(prof, arch, classes, device, steps)
     torch.manual_seed(prof.seed)
-    out["ours"] = ztrain._Trainer(prof, arch, classes, device, steps=steps)
+    out["ours"] = ztrain.Trainer(prof, arch, classes, device, steps=steps)
     if compile_:
         torch.manual_seed(prof.seed)
-        tr = ztrain._Trainer(prof, arch, classes, device, steps=steps)
+        tr = ztrain.Trainer(prof, arch, classes, device, steps=steps)
         tr.model = torch.compile(tr.raw)
         out["ours+compile"] = tr
     return out
@@ -90,7 +90,7 @@ def run(quick: bool = False, *, profile: str = "default", arch: str = "zfnet", s
     rounds = max(1, min(rounds, steps))
     prof = get_profile(profile)
     dev = ztrain.resolve_device(device)
-    d = ztrain._prepare_data(prof, data_root, verbose)
+    d = ztrain.prepare_data(prof, data_root, verbose)
     g = torch.Generator().manual_seed(0)
     batches = list(itertools.islice(zdata.iterate_batches(d.train, d.mean, prof, train=True, generator=g,
                                                           device=dev), 4))

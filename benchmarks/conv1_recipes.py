@@ -38,7 +38,9 @@ from zfrepro.models import get_layer, load_checkpoint  # noqa: E402
 from zfrepro.scan import top_activations  # noqa: E402
 from zfrepro.structure import projection_noise, summarize_structure  # noqa: E402
 from zfrepro.aliasing import filter_rms  # noqa: E402
-from zfrepro.train import evaluate, list_snapshots, train  # noqa: E402
+from zfrepro.evaluation import evaluate  # noqa: E402
+from zfrepro.runs import list_snapshots  # noqa: E402
+from zfrepro.train import train  # noqa: E402
 
 #: Recipes: the `default` profile's fields that each hypothesis changes.
 RECIPES: dict[str, dict[str, object]] = {

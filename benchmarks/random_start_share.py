@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from zfrepro.models import get_layer  # noqa: E402
-from zfrepro.train import build_network, load_trained, resolve_profile  # noqa: E402
+from zfrepro.config import resolve_profile  # noqa: E402
+from zfrepro.train import build_network, load_trained  # noqa: E402
 
 profile = sys.argv[1] if len(sys.argv) > 1 else "default"
 sets = dict(a.split("=", 1) for a in sys.argv[2:])

@@ -19,7 +19,8 @@ from zfrepro.errors import ConfigError
 from zfrepro.models import get_layer, layer_names, zfnet
 from zfrepro.receptive import receptive_field
 from zfrepro.scan import top_activations
-from zfrepro.train import build_network, run_dir_for
+from zfrepro.runs import run_dir_for
+from zfrepro.train import build_network
 
 from fakes import FakeInputs
 

@@ -54,14 +54,15 @@ def test_train_command_takes_arch_as_a_set(monkeypatch):
 
     import pytest
 
+    from zfrepro import cli
     from zfrepro import train as T
     from zfrepro.errors import ConfigError
 
     seen = {}
     monkeypatch.setattr(T, "train", lambda profile, **kw: seen.update(kw, profile=profile) or "run")
-    args = T.add_train_arguments(argparse.ArgumentParser()).parse_args(["--profile", "smoke", "--set", "arch=alexnet",
-                                                                       "--set", "epochs=1"])
-    assert T.run_from_args(args) == "run" and seen["arch"] == "alexnet" and seen["epochs"] == "1"
-    args = T.add_train_arguments(argparse.ArgumentParser()).parse_args(["--arch", "alexnet", "--set", "arch=zfnet"])
+    args = cli.add_train_arguments(argparse.ArgumentParser()).parse_args(["--profile", "smoke", "--set", "arch=alexnet",
+                                                                         "--set", "epochs=1"])
+    assert cli.run_from_args(args) == "run" and seen["arch"] == "alexnet" and seen["epochs"] == "1"
+    args = cli.add_train_arguments(argparse.ArgumentParser()).parse_args(["--arch", "alexnet", "--set", "arch=zfnet"])
     with pytest.raises(ConfigError, match="arch given twice"):
-        T.run_from_args(args)
+        cli.run_from_args(args)

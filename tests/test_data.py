@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from zfrepro.config import get_profile
-from zfrepro.data import (center_crop, decode_split, image_folder, iterate_batches, load_image, load_split,
-                          pixel_mean, random_crop_flip, random_resized_crop_flip, resolve_root, ten_crop)
+from zfrepro.data import (center_crop, decode_split, iterate_batches, load_split, pixel_mean, random_crop_flip,
+                          random_resized_crop_flip, ten_crop)
+from zfrepro.datasets import image_folder, load_image, resolve_root
 from zfrepro.errors import DataError
 
 

@@ -10,8 +10,8 @@ from zfrepro.data import load_split
 from zfrepro.deconv import DeconvNet
 from zfrepro.errors import CheckpointError, ConfigError, DataError
 from zfrepro.models import alexnet, layer_names, save_checkpoint, zfnet
-from zfrepro.pretrained import (IMAGENET_MEAN, IMAGENET_STD, IMAGENETTE_IMAGENET_INDEX, imagenet_indices, input_spec,
-                                load_model, load_torchvision, output_name, parse_arch)
+from zfrepro.data import IMAGENET_MEAN, IMAGENET_STD, IMAGENETTE_IMAGENET_INDEX, imagenet_indices, input_spec
+from zfrepro.pretrained import load_model, load_torchvision, output_name, parse_arch
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_deconvnet_on_loaded_torchvision_model(alexnet_weights, data_root):
 
 
 def ours_names(classes):
-    from zfrepro.data import class_names
+    from zfrepro.datasets import class_names
     return class_names(classes)
 
 

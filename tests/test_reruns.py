@@ -278,7 +278,7 @@ def test_train_takes_the_val_split(tmp_path, monkeypatch, capsys):
 
 def test_a_root_with_val_and_test_gives_each_split_its_own_run(tmp_path, monkeypatch):
     """The validation split is part of the dataset's identity: val/ and test/ of one root never share runs/."""
-    from zfrepro.train import run_dir_for
+    from zfrepro.runs import run_dir_for
 
     data = make_dataset(tmp_path / "d", ["a", "b"], {"train": 3, "val": 2, "test": 2})
     monkeypatch.delenv("ZFREPRO_VAL_SPLIT", raising=False)
@@ -288,9 +288,10 @@ def test_a_root_with_val_and_test_gives_each_split_its_own_run(tmp_path, monkeyp
 
 
 def test_profile_overrides_are_parsed_validated_and_named_apart(monkeypatch):
-    from zfrepro.pretrained import output_name, profile_of, profile_spec, split_profile
+    from zfrepro.config import profile_of, profile_spec, split_profile
+    from zfrepro.pretrained import output_name
     from zfrepro.reproduce import _split_sets
-    from zfrepro.train import run_dir_for
+    from zfrepro.runs import run_dir_for
 
     monkeypatch.delenv("ZFREPRO_VAL_SPLIT", raising=False)
     assert split_profile("smoke:epochs=3,snapshot_epochs=1,2") == ("smoke", {"epochs": "3", "snapshot_epochs": "1,2"})

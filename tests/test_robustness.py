@@ -47,6 +47,10 @@ import pytest
 import torch
 from PIL import Image
 
+from zfrepro import cli as CLI
+from zfrepro import config as C
+from zfrepro import datasets, runs
+from zfrepro import runs as R
 from zfrepro.errors import ZFReproError
 from zfrepro.models import alexnet, init_weights, save_checkpoint, zfnet
 
@@ -76,7 +80,7 @@ def _bomb(tmp: Path):
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = 1000  # 10,000 px is a bomb under this limit (Pillow refuses over twice it)
     try:
-        return data.load_image(path)
+        return datasets.load_image(path)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
 
@@ -91,7 +95,7 @@ def _linked(folder: Path, name: str, target, identity: bool = False):
     link.symlink_to(target)
     try:
         if identity:
-            return train.dataset_identity(folder)
+            return datasets.dataset_identity(folder)
         return data.image_folder(folder, "val").fingerprint()
     finally:
         link.unlink()
@@ -125,7 +129,7 @@ def _cases(folder: Path, tmp: Path):
 
     def write_corrupt():
         corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-        return data.load_image(corrupt)
+        return datasets.load_image(corrupt)
 
     def write_truncated():
         corrupt.unlink(missing_ok=True)
@@ -202,7 +206,7 @@ def test_every_bad_input_gives_one_clear_line(folder, tmp_path, monkeypatch):
 
 
 def test_greyscale_palette_cmyk_and_alpha_images_load_as_rgb(tmp_path):
-    from zfrepro.data import load_image
+    from zfrepro.datasets import load_image
 
     for mode, color in [("L", 128), ("P", 3), ("CMYK", (0, 50, 100, 0)), ("RGBA", (10, 20, 30, 40)), ("LA", (5, 200))]:
         p = tmp_path / f"{mode}.png" if mode != "CMYK" else tmp_path / f"{mode}.jpg"
@@ -500,23 +504,23 @@ def _images(root: Path, classes, per_class: int, size=(40, 30)) -> Path:
 
 def test_dataset_identity_covers_the_files_not_only_the_class_names(tmp_path, monkeypatch):
     from zfrepro import train as T
-    from zfrepro.data import IMAGENETTE_WNIDS
+    from zfrepro.datasets import IMAGENETTE_WNIDS
     from zfrepro.pretrained import output_name
 
     monkeypatch.setenv("ZFREPRO_RUNS", str(tmp_path / "runs"))
     monkeypatch.delenv("ZFREPRO_DATA", raising=False)
     small = _images(tmp_path / "small", IMAGENETTE_WNIDS, 2)
-    tag = T._data_tag(small)
+    tag = datasets.data_tag(small)
     assert tag.startswith("-data") and output_name("smoke", data_root=small) == "smoke" + tag
-    assert T.run_dir_for("smoke", data_root=small) != T.run_dir_for("smoke")  # trains its own network
+    assert R.run_dir_for("smoke", data_root=small) != R.run_dir_for("smoke")  # trains its own network
     twin = tmp_path / "twin"
     shutil.copytree(small, twin)  # same names, one file of another size
     first = next((twin / "val").rglob("*.JPEG"))
     first.write_bytes(first.read_bytes()[:100])
-    assert T._data_tag(twin) not in ("", tag)
+    assert datasets.data_tag(twin) not in ("", tag)
     first.write_bytes(b"")  # an empty file: never the canonical dataset either
-    assert T._data_tag(twin) not in ("", tag)
-    assert T._data_tag(None) == ""  # no root: the download, which is Imagenette
+    assert datasets.data_tag(twin) not in ("", tag)
+    assert datasets.data_tag(None) == ""  # no root: the download, which is Imagenette
 
 
 def test_any_copy_of_imagenette_with_its_file_names_is_canonical(data_root, tmp_path):
@@ -525,15 +529,15 @@ def test_any_copy_of_imagenette_with_its_file_names_is_canonical(data_root, tmp_
 
     if not T.is_imagenette(data_root):
         pytest.skip(f"{data_root} is not Imagenette")
-    assert T._data_tag(data_root) == ""
+    assert datasets.data_tag(data_root) == ""
     resized = tmp_path / "imagenette2-160"
-    for rel, _, _ in T._dataset_files(data_root):  # the same names, other sizes (1-3 bytes each)
+    for rel, _, _ in datasets.dataset_files(data_root):  # the same names, other sizes (1-3 bytes each)
         f = resized / rel
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"x" * (1 + len(rel) % 3))
-    assert T._data_tag(resized) == ""
+    assert datasets.data_tag(resized) == ""
     next((resized / "train").rglob("*.JPEG")).unlink()  # one image fewer: another dataset
-    assert T._data_tag(resized).startswith("-data")
+    assert datasets.data_tag(resized).startswith("-data")
 
 
 # ----------------------------------------------------------------------------- concurrent decodes
@@ -542,8 +546,8 @@ _DECODE = """
 import sys, time, pathlib
 from zfrepro import data
 from zfrepro.data import decode_split, image_folder
-square = data._decode_square
-data._decode_square = lambda p, s: (time.sleep(0.02), square(p, s))[1]  # a decode of ~3 s: the two overlap
+square = data.decode_square
+data.decode_square = lambda p, s: (time.sleep(0.02), square(p, s))[1]  # a decode of ~3 s: the two overlap
 go = pathlib.Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.01)
@@ -657,8 +661,8 @@ def test_full_runs_disk_while_saving_a_snapshot_is_one_line(tmp_path):
         with pytest.raises(OSError) as ei:
             zio.atomic_save(payload, disk / "epoch_001.pt")
         assert ei.value.errno == errno.ENOSPC
-        with pytest.raises(T.RunStorageError, match=r"^disk full: cannot write snapshot .*epoch_002.pt") as ei:
-            T._save_snapshot(payload, disk / "epoch_002.pt")
+        with pytest.raises(R.RunStorageError, match=r"^disk full: cannot write snapshot .*epoch_002.pt") as ei:
+            runs.save_snapshot(payload, disk / "epoch_002.pt")
         assert "\n" not in str(ei.value) and "inline_container" not in str(ei.value)
         assert list(disk.iterdir()) == []  # no torn file, no temp file
 
@@ -695,13 +699,13 @@ def test_train_refuses_a_foreign_out_dir_and_deletes_nothing(tmp_path):
     # a run of another configuration, killed before its first snapshot
     other = tmp_path / "other"
     other.mkdir()
-    prof, arch = T.resolve_profile("smoke", epochs=3)
+    prof, arch = C.resolve_profile("smoke", epochs=3)
     (other / "profile.json").write_text(json.dumps({"profile": prof.as_dict(), "arch": arch, "data_tag": ""}))
     with pytest.raises(CheckpointError, match=r"holds a run with another epochs"):
         T.train("smoke", out_dir=other, device="cpu", progress=False)
-    T._refuse_foreign_dir(other, prof, arch, "")  # the same identity: accepted (resumed)
+    runs.refuse_foreign_dir(other, prof, arch, "")  # the same identity: accepted (resumed)
     with pytest.raises(CheckpointError, match=r"another dataset"):
-        T._refuse_foreign_dir(other, prof, arch, "-data12345678")
+        runs.refuse_foreign_dir(other, prof, arch, "-data12345678")
 
 
 def test_maps_per_layer_beyond_the_maps_there_is_clamped_with_a_note(capsys):

@@ -23,10 +23,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from zfrepro import data as zdata
+from zfrepro import datasets
 from torch import nn
 
 from zfrepro import train as T
+from zfrepro import runs as R
+from zfrepro import config as C
+from zfrepro import evaluation as E
+from zfrepro import cli as CLI
 from zfrepro.errors import CheckpointError, ConfigError, DataError
 from zfrepro.models import load_checkpoint
 
@@ -64,7 +68,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 
 def _metrics_wo_time(run: Path) -> list[dict]:
-    df = T.read_metrics(run).drop(columns=["seconds"])
+    df = R.read_metrics(run).drop(columns=["seconds"])
     return df.to_dict("records")
 
 
@@ -87,7 +91,7 @@ def trained(runs_root: Path) -> Path:
         T.train("smoke", device="cpu", progress=False, **TINY)
     model = T.load_trained("smoke", device="cpu", **TINY)
     assert not model.training
-    return T.run_dir_for("smoke", "zfnet", **TINY)
+    return R.run_dir_for("smoke", "zfnet", **TINY)
 
 
 @pytest.fixture(scope="module")
@@ -144,25 +148,25 @@ def test_run_dirs_of_other_datasets_are_separate(tmp_path: Path, runs_root: Path
     other = tmp_path / "mydata"
     for c in ("cat", "dog"):
         (other / "train" / c).mkdir(parents=True)
-    plain = T.run_dir_for("smoke")
-    mine = T.run_dir_for("smoke", data_root=other)
+    plain = R.run_dir_for("smoke")
+    mine = R.run_dir_for("smoke", data_root=other)
     assert mine != plain and mine.name.startswith("zfnet-data") and mine.parent == plain.parent
     imagenette = tmp_path / "copy"
-    for c in zdata.IMAGENETTE_WNIDS:
+    for c in datasets.IMAGENETTE_WNIDS:
         (imagenette / "train" / c).mkdir(parents=True)
     # empty folders with Imagenette's class names are another dataset (its identity is its files)
-    assert T.run_dir_for("smoke", data_root=imagenette) != plain
-    assert T.run_dir_for("smoke", data_root=data_root) == plain  # Imagenette itself, wherever it lies
+    assert R.run_dir_for("smoke", data_root=imagenette) != plain
+    assert R.run_dir_for("smoke", data_root=data_root) == plain  # Imagenette itself, wherever it lies
 
 
 def test_run_dir_names_distinguish_configurations(runs_root: Path) -> None:
-    assert T.run_dir_for("smoke") == runs_root / "smoke" / "zfnet"
-    assert T.run_dir_for("smoke", "alexnet") == runs_root / "smoke" / "alexnet"
-    assert T.run_dir_for("smoke", epochs=2) == T.run_dir_for("smoke")      # same as the profile's value
-    a, b = T.run_dir_for("smoke", epochs=3), T.run_dir_for("smoke", epochs=4)
+    assert R.run_dir_for("smoke") == runs_root / "smoke" / "zfnet"
+    assert R.run_dir_for("smoke", "alexnet") == runs_root / "smoke" / "alexnet"
+    assert R.run_dir_for("smoke", epochs=2) == R.run_dir_for("smoke")      # same as the profile's value
+    a, b = R.run_dir_for("smoke", epochs=3), R.run_dir_for("smoke", epochs=4)
     assert a != b and a.parent == runs_root / "smoke" and a.name.startswith("zfnet-")
-    assert T.run_dir_for("smoke", epochs="3") == a                          # CLI strings coerce alike
-    assert T.run_dir_for("smoke", arch="alexnet") == T.run_dir_for("smoke", "alexnet")
+    assert R.run_dir_for("smoke", epochs="3") == a                          # CLI strings coerce alike
+    assert R.run_dir_for("smoke", arch="alexnet") == R.run_dir_for("smoke", "alexnet")
 
 
 def test_unknown_profile_arch_field_and_schedule_are_one_line_config_errors(capsys) -> None:
@@ -172,10 +176,10 @@ def test_unknown_profile_arch_field_and_schedule_are_one_line_config_errors(caps
         with pytest.raises(ConfigError) as ei:
             T.train(**kw, progress=False)
         assert "\n" not in str(ei.value)
-    assert T.main(["--profile", "nope"]) == 2
+    assert CLI.main(["train", "--profile", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown profile 'nope'" in err[0] and "smoke" in err[0]
-    assert T.main(["--profile", "smoke", "--set", "epochs"]) == 2
+    assert CLI.main(["train", "--profile", "smoke", "--set", "epochs"]) == 2
     assert "key=value" in capsys.readouterr().err
 
 
@@ -204,7 +208,7 @@ def test_class_folder_mismatch_names_the_classes(tmp_path: Path, runs_root: Path
 
 
 def _lrs(schedule: str, epochs: int = 4, steps: int = 5, val_losses=None, **kw) -> list[float]:
-    prof = T.resolve_profile("smoke", schedule=schedule, epochs=epochs, lr=0.1, **kw)[0]
+    prof = C.resolve_profile("smoke", schedule=schedule, epochs=epochs, lr=0.1, **kw)[0]
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=prof.lr, momentum=0.9)
     sched = T._Schedule(opt, prof, steps)
     out = []
@@ -242,11 +246,11 @@ def test_schedules() -> None:
 @needs_data
 def test_smoke_run_end_to_end(trained: Path) -> None:
     run = trained
-    assert sorted(T.list_snapshots(run)) == [1, 2]            # smoke snapshot_epochs (1, 2), epochs 2
+    assert sorted(R.list_snapshots(run)) == [1, 2]            # smoke snapshot_epochs (1, 2), epochs 2
     assert os.path.samefile(run / "latest.pt", run / "epoch_002.pt")
     assert not list(run.glob(".*.tmp"))
-    df = T.read_metrics(run)
-    assert list(df.columns) == list(T.METRIC_COLUMNS)
+    df = R.read_metrics(run)
+    assert list(df.columns) == list(R.METRIC_COLUMNS)
     assert df["epoch"].tolist() == [1, 2]
     assert df[["train_loss", "val_loss"]].notna().all().all()
     assert all(map(lambda v: 0 < v < 10, df["train_loss"]))
@@ -262,11 +266,11 @@ def test_smoke_run_end_to_end(trained: Path) -> None:
     info = (run / "profile.json").read_text()
     assert '"fc_width": 64' in info and '"arch": "zfnet"' in info
     # evaluate() reproduces the run's last validation numbers; the 10-crop path runs
-    prof = T.resolve_profile("smoke", **TINY)[0]
+    prof = C.resolve_profile("smoke", **TINY)[0]
     final = T.load_trained("smoke", **TINY)
-    ev = T.evaluate(final, prof)
+    ev = E.evaluate(final, prof)
     assert ev["n"] == 40 and ev["top1"] == pytest.approx(df["val_top1"].iloc[-1], abs=1e-6)
-    ev10 = T.evaluate(final, prof, crops=10)
+    ev10 = E.evaluate(final, prof, crops=10)
     assert 0 <= ev10["top1"] <= ev10["top5"] <= 1 and ev10["loss"] > 0
 
 
@@ -322,7 +326,8 @@ _SLOW_MAIN = (
     "    time.sleep(0.15)\n"   # widen the window for the external kill; the maths is unchanged
     "    return orig(*a, **k)\n"
     "t._renorm_ = slow\n"
-    "sys.exit(t.main(sys.argv[1:]))\n"
+    "import zfrepro.cli as c\n"
+    "sys.exit(c.main(['train', *sys.argv[1:]]))\n"
 )
 
 
@@ -351,11 +356,11 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path, reference
     assert not (run / "epoch_002.pt").exists(), "the kill did not land in epoch 2"
     snap = torch.load(latest, weights_only=True)
     assert snap["epoch"] == 1 and snap["batch"] in (2, 4)     # a mid-epoch snapshot: resume skips batches
-    res = subprocess.run([sys.executable, "-m", "zfrepro.train", *args], cwd=ROOT, env=_env(runs_root),
+    res = subprocess.run([sys.executable, "-m", "zfrepro", "train", *args], cwd=ROOT, env=_env(runs_root),
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(run)
-    assert sorted(T.list_snapshots(run)) == [1, 2, 3]
+    assert sorted(R.list_snapshots(run)) == [1, 2, 3]
     for e in (1, 2, 3):
         _assert_same_weights(run / f"epoch_{e:03d}.pt", reference3 / f"epoch_{e:03d}.pt")
     assert _metrics_wo_time(run) == _metrics_wo_time(reference3)
@@ -397,7 +402,7 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path, runs_root: Path)
     kw = dict(epochs=1, dropout=0, **TINY)
     ddp_dir = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "zfrepro.train", "--profile", "smoke", "--device", "cpu", "--out-dir", str(ddp_dir), "--quiet",
+           "-m", "zfrepro", "train", "--profile", "smoke", "--device", "cpu", "--out-dir", str(ddp_dir), "--quiet",
            *_sets(**kw)]
     env = _env(runs_root)
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -407,10 +412,10 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path, runs_root: Path)
     wa, wb = _weights(ddp_dir / "epoch_001.pt"), _weights(single / "epoch_001.pt")
     for k in wb:
         assert torch.allclose(wa[k], wb[k], atol=1e-5, rtol=0), f"{k}: max diff {(wa[k] - wb[k]).abs().max()}"
-    init = T.build_network(T.resolve_profile("smoke", **kw)[0], "zfnet", 10)
+    init = T.build_network(C.resolve_profile("smoke", **kw)[0], "zfnet", 10)
     moved = sum(not torch.allclose(v, init.state_dict()[k]) for k, v in wb.items())
     assert moved > 0                                           # the runs did train
-    ma, mb = T.read_metrics(ddp_dir), T.read_metrics(single)
+    ma, mb = R.read_metrics(ddp_dir), R.read_metrics(single)
     assert len(ma) == 1                                         # rank 0 alone writes
     assert ma["train_loss"][0] == pytest.approx(mb["train_loss"][0], abs=1e-5)
     assert ma["val_loss"][0] == pytest.approx(mb["val_loss"][0], abs=1e-4)
@@ -426,7 +431,7 @@ def _sha(p: Path) -> str:
 
 @needs_data
 def test_snapshot_of_another_architecture_is_reported_and_kept(trained: Path) -> None:
-    alex = T.run_dir_for("smoke", "alexnet", **TINY)
+    alex = R.run_dir_for("smoke", "alexnet", **TINY)
     alex.mkdir(parents=True)
     stray = alex / "epoch_001.pt"
     shutil.copy(trained / "epoch_001.pt", stray)
@@ -519,7 +524,7 @@ def test_conv2_5_multipliers_make_their_own_groups_and_scale_the_start() -> None
     for i in range(2, 6):
         torch.testing.assert_close(get_layer(small, f"conv{i}").weight, 0.25 * convs[i - 1].weight)
     with pytest.raises(ConfigError, match="conv_init_mult=0.0.*positive"):
-        T.resolve_profile("smoke", conv_init_mult=0)
+        C.resolve_profile("smoke", conv_init_mult=0)
 
 
 @pytest.mark.parametrize("arch", ["zfnet", "alexnet"])
@@ -532,9 +537,9 @@ def test_training_step_equals_the_eager_step(arch: str) -> None:
 
     prof = get_profile("smoke", first_lr_mult=3.0, weight_decay=5e-4, lr=0.05, renorm_radius=0.05, dropout=0.0)
     torch.manual_seed(0)
-    ours = T._Trainer(prof, arch, 5, torch.device("cpu"), steps=4)
+    ours = T.Trainer(prof, arch, 5, torch.device("cpu"), steps=4)
     torch.manual_seed(0)
-    eager = T._Trainer(prof, arch, 5, torch.device("cpu"), steps=4, channels_last=False)
+    eager = T.Trainer(prof, arch, 5, torch.device("cpu"), steps=4, channels_last=False)
     for m in eager.raw.modules():
         if type(m) is CrossChannelLRN:
             m.__class__ = nn.LocalResponseNorm

@@ -5,7 +5,7 @@ Importing the package has no side effects: no downloads, no global torch or
 matplotlib settings. Submodules are imported on demand::
 
     from zfrepro.models import zfnet, describe
-    from zfrepro.data import image_folder
+    from zfrepro.datasets import image_folder
 """
 
 __version__ = "0.1.0"

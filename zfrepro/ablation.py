@@ -141,8 +141,9 @@ def run_grid(profile: str | Profile = "default", *, variants: Sequence[str] | st
     Prints one line per run to stderr (and the time of a newly trained one)."""
     import pandas as pd
 
-    from .config import get_profile
-    from .train import build_network, list_snapshots, read_metrics, resolve_profile, run_dir_for, train
+    from .config import get_profile, resolve_profile
+    from .runs import list_snapshots, read_metrics, run_dir_for
+    from .train import build_network, train
 
     base = get_profile(profile) if isinstance(profile, str) else profile
     b = budget(base, epochs=epochs, seeds=seeds)

@@ -11,12 +11,17 @@ An unknown profile or field is a :class:`~zfrepro.errors.ConfigError` listing th
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
 from .errors import ConfigError
 
-__all__ = ["Profile", "PROFILES", "get_profile", "profile_names", "PAPER_EPOCHS"]
+__all__ = ["Profile", "PROFILES", "get_profile", "profile_names", "PAPER_EPOCHS", "SCHEDULES", "AUGMENTS",
+           "resolve_profile", "split_profile", "profile_spec", "profile_of"]
+
+SCHEDULES = ("plateau", "onecycle", "cosine", "constant")
+AUGMENTS = ("crop-flip", "rrc-flip")
 
 #: The epochs at which Fig. 4 shows the features.
 PAPER_EPOCHS: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 40, 64)
@@ -141,13 +146,18 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
 
 
 def get_profile(name: str | Profile = "default", /, **overrides: Any) -> Profile:
-    """The profile ``name`` with single fields overridden, e.g. ``get_profile("smoke", epochs=1)``.
+    """The profile ``name`` with single fields overridden, e.g. ``get_profile("smoke", epochs=1)`` or, in
+    one string (a notebook's ``profile`` parameter, ``zfrepro reproduce --profile``),
+    ``get_profile("smoke:epochs=1")`` (:func:`split_profile`).
 
-    Overrides given as strings (from ``--set key=value``) are converted to the field's type.
+    Overrides given as strings (from ``--set key=value``) are converted to the field's type; every field
+    is validated (an unknown profile, field or value is a one-line :class:`ConfigError`).
     """
     if isinstance(name, Profile):
         base = name
     else:
+        name, spec_overrides = split_profile(name)
+        overrides = {**spec_overrides, **overrides}
         if name not in PROFILES:
             raise ConfigError(f"unknown profile {name!r}: use one of {', '.join(PROFILES)}")
         base = PROFILES[name]
@@ -169,4 +179,89 @@ def get_profile(name: str | Profile = "default", /, **overrides: Any) -> Profile
         raise ConfigError(f"input_size {prof.input_size} exceeds resize {prof.resize}: crops come from the resized image")
     if prof.eval_crops not in (1, 10):
         raise ConfigError(f"eval_crops must be 1 or 10, got {prof.eval_crops}")
+    _check_recipe(prof)
     return prof
+
+
+def _check_recipe(prof: Profile) -> None:
+    """The fields only training reads: one line naming a bad value and the valid ones."""
+    from .models import INIT_SCHEMES
+
+    if prof.schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {prof.schedule!r}: use one of {', '.join(SCHEDULES)}")
+    if prof.augment not in AUGMENTS:
+        raise ConfigError(f"unknown augment {prof.augment!r}: use one of {', '.join(AUGMENTS)}")
+    if prof.init not in INIT_SCHEMES:
+        raise ConfigError(f"unknown init {prof.init!r}: use one of {', '.join(INIT_SCHEMES)}")
+    if prof.epochs < 1 or prof.batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be positive, got {prof.epochs} and {prof.batch_size}")
+    if not 0.0 <= prof.dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {prof.dropout}")
+    if prof.lr <= 0 or prof.renorm_radius <= 0 or prof.warmup_epochs < 0:
+        raise ConfigError("lr and renorm_radius must be positive and warmup_epochs >= 0")
+    mults = {k: getattr(prof, k) for k in ("first_lr_mult", "conv_lr_mult", "conv_init_mult")}
+    bad = [f"{k}={v}" for k, v in mults.items() if not v > 0] + \
+        [f"{k}={getattr(prof, k)}" for k in ("first_decay_mult", "conv_decay_mult") if not getattr(prof, k) >= 0]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: learning-rate and init multipliers must be positive, decay multipliers >= 0")
+
+
+def split_profile(profile: str) -> tuple[str, dict[str, str]]:
+    """``"smoke:epochs=3,snapshot_epochs=1,2"`` → ``("smoke", {"epochs": "3", "snapshot_epochs": "1,2"})``;
+    a plain name → ``(name, {})``. Items are separated by commas before a ``key=`` (so a tuple value may
+    hold commas) or by semicolons; a malformed item is a :class:`ConfigError`."""
+    if not isinstance(profile, str) or ":" not in profile:
+        return profile, {}
+    name, _, rest = profile.partition(":")
+    out: dict[str, str] = {}
+    for item in re.split(r";|,(?=\s*[A-Za-z_]\w*\s*=)", rest):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ConfigError(f"profile {profile!r}: {item.strip()!r} is not field=value; write e.g. "
+                              f"{name}:epochs=3,lr=0.01")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return name.strip(), out
+
+
+def profile_spec(name: str, overrides: dict[str, Any] | None = None) -> str:
+    """The one-string form of profile ``name`` with field ``overrides`` (sorted): ``"smoke:epochs=3"``;
+    ``name`` itself without overrides. :func:`profile_of` reads it back."""
+    if not overrides:
+        return name
+    return name + ":" + ",".join(f"{k}={','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
+                                 for k, v in sorted(overrides.items()))
+
+
+def profile_of(profile: Any) -> Any:
+    """The :class:`~zfrepro.config.Profile` that ``profile`` names: a Profile as it is, a name, or a name
+    with overrides (``"smoke:epochs=3"``, see :func:`split_profile`), validated as ``zfrepro train``
+    validates its ``--set`` (an unknown field or a bad value is a :class:`ConfigError`)."""
+    if isinstance(profile, Profile):
+        return profile
+    name, overrides = split_profile(profile)
+    if "arch" in overrides:
+        raise ConfigError(f"profile {profile!r}: the architecture is the notebooks' arch parameter, not a profile "
+                          "override")
+    return get_profile(name, **overrides)
+
+
+def resolve_profile(profile: str | Profile = "default", arch: str = "zfnet",
+                    **overrides: Any) -> tuple[Profile, str]:
+    """``(profile with overrides, arch)``, validated. ``arch`` may also come as an override
+    (``--set arch=alexnet``); an unknown profile, field, arch, schedule or augmentation is a
+    :class:`ConfigError`."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    o_arch = overrides.pop("arch", None)
+    if o_arch is not None:
+        if arch not in (None, "zfnet") and o_arch != arch:
+            raise ConfigError(f"arch given twice ({arch!r} and arch={o_arch!r}): give it once")
+        arch = str(o_arch)
+    arch = arch or "zfnet"
+    from .models import ARCHS
+
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown architecture {arch!r}: use one of {', '.join(sorted(ARCHS))}")
+    prof = get_profile(profile, **overrides, arch=arch)
+    return prof, arch

@@ -145,14 +145,16 @@ def prepare_faces(annotations: Sequence[FaceAnnotation], profile: Any = "default
     """Load the annotated images from ``data_root/split`` and make them model inputs of ``profile``
     (the centred square resized to ``input_size``; the per-pixel training mean subtracted, divided
     by ``pixel_scale``) — or of ``arch`` ``"torchvision:NAME"`` (224 px, ImageNet mean/std, see
-    :func:`zfrepro.pretrained.input_spec`); the annotations are rescaled to the image as found (a
+    :func:`zfrepro.data.input_spec`); the annotations are rescaled to the image as found (a
     copy of the dataset at another resolution works). A missing file raises :class:`DataError`
     naming the entry."""
     import numpy as np
     from PIL import Image
 
-    from .data import center_crop, load_image, resolve_root, split_folder, training_mean
-    from .pretrained import input_spec, profile_of
+    from .data import center_crop, training_mean
+    from .datasets import load_image, resolve_root, split_folder
+    from .config import profile_of
+    from .data import input_spec
 
     prof = profile_of(profile)
     if not annotations:
@@ -200,7 +202,7 @@ def faces_for_dataset(annotations: str | Path | None, profile: Any = "default", 
     given and their images not in this dataset's validation split. ``why`` says what the figure needs and
     how to give it. Annotations passed explicitly (``annotations`` a path) are used as given: a missing
     file or a bad entry is the usual one-line error."""
-    from .data import resolve_root, split_folder
+    from .datasets import resolve_root, split_folder
 
     if annotations:
         return prepare_faces(load_annotations(annotations), profile, data_root, arch=arch), ""

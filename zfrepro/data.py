@@ -1,12 +1,7 @@
-"""Datasets, the decode-once cache and the paper's preprocessing (§3), scaled by profile.
+"""The decode-once cache and the paper's preprocessing (§3), scaled by profile.
 
-- :func:`image_folder` reads any ImageFolder root with ``train/`` and ``val/`` (ImageNet itself,
-  or an Imagenette copy); :func:`imagenette` fetches Imagenette through torchvision.
-- :func:`resolve_root` picks the root: the argument, else ``ZFREPRO_DATA``, else a download of
-  Imagenette into the cache directory; :func:`check_data_root` checks a root's layout up front.
-- The validation split is the folder ``val/`` unless the setting ``ZFREPRO_VAL_SPLIT`` (``zfrepro
-  reproduce --val-split test``, ``zfrepro train --val-split test``) names another: every reader of
-  split ``"val"`` (:func:`image_folder`, the notebooks, training) then reads that folder.
+- where the images are (ImageFolder roots, Imagenette, the validation split, dataset identity) is
+  :mod:`zfrepro.datasets`.
 - :func:`decode_split` decodes every image once (shorter side resized, centre square crop, as the
   paper's "resize smallest side to 256, centre 256×256 crop") into a memory-mapped uint8 array
   under the cache directory, keyed by root, split, size and the file list.
@@ -23,7 +18,7 @@ import os
 import sys
 import threading
 import queue
-import shutil
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,298 +29,25 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .config import profile_of
+from .datasets import ImageFolderDataset, class_names, decode_square, image_folder, resolve_root
 from .errors import ConfigError, DataError
 from .io import atomic_path, atomic_save, atomic_write_json, cache_dir
 
 __all__ = [
-    "IMG_EXTENSIONS", "IMAGENETTE_WNIDS", "ImageFolderDataset", "image_folder", "imagenette", "resolve_root", "load_image",
     "DecodedSplit", "decode_split", "pixel_mean", "ModelInputs", "load_split", "iterate_batches",
-    "normalize", "center_crop", "ten_crop", "random_crop_flip", "random_resized_crop_flip", "class_names",
-    "VAL_SPLIT_ENV", "val_split", "split_folder", "check_data_root",
+    "normalize", "center_crop", "ten_crop", "random_crop_flip", "random_resized_crop_flip",
+    "InputSpec", "input_spec", "imagenet_indices", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENETTE_IMAGENET_INDEX",
 ]
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
-
-#: Human-readable names of the Imagenette / ImageNet WordNet ids used in figure legends.
-_WNID_NAMES = {
-    "n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
-    "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
-    "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
-    "n03888257": "parachute",
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation (RGB, 0..1)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Imagenette's ten WordNet ids and their indices among the 1000 ImageNet classes (sorted wnids)
+IMAGENETTE_IMAGENET_INDEX = {
+    "n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491, "n03028079": 497,
+    "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701,
 }
-
-#: The class folders (WordNet ids) of Imagenette, sorted.
-IMAGENETTE_WNIDS: tuple[str, ...] = tuple(sorted(_WNID_NAMES))
-
-_HOW_TO_GET_DATA = ("download Imagenette with zfrepro.data.imagenette(root, download=True) "
-                    "(or run without a root), or set ZFREPRO_DATA / --data-root to an ImageFolder with train/ and val/")
-
-
-def class_names(classes: Sequence[str]) -> list[str]:
-    """Readable names for class folder names (WordNet ids of Imagenette), else the folder names."""
-    return [_WNID_NAMES.get(c, c) for c in classes]
-
-
-# ----------------------------------------------------------------------------- reading images
-
-
-def _open_rgb(path: str | Path, draft: int | None = None) -> "Any":
-    """Open ``path`` as RGB (JPEG ``draft``: decode at the smallest scale still >= draft×draft)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            if draft:
-                img.draft("RGB", (draft, draft))
-            img.load()
-            if img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-            if img.mode.startswith("I") or img.mode == "F":
-                img = _to_8bit(img, path)
-            return img.convert("RGB")
-    except DataError:
-        raise  # already one line naming the problem (an unsupported pixel format)
-    except Image.DecompressionBombError as exc:  # over twice Pillow's pixel limit: a bomb, or a huge scan
-        raise DataError(f"cannot read image {path} ({exc}): it decodes to more pixels than Pillow allows; "
-                        "shrink it or delete it (or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read image {path} ({exc}): the file is corrupt or truncated; "
-                        "replace or delete it") from None
-
-
-def _to_8bit(img: "Any", path: str | Path) -> "Any":
-    """A 16/32-bit integer or float greyscale image as 8-bit greyscale, scaled by its bit depth
-    (Pillow's own ``convert("RGB")`` clips them: a 16-bit PNG comes out almost white)."""
-    from PIL import Image
-
-    a = np.asarray(img)
-    if img.mode == "F":
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        if not (np.isfinite(a).all() and lo >= 0.0 and hi <= 1.0):
-            raise DataError(f"cannot read image {path}: a float image with values in [{lo:g}, {hi:g}], not 0..1; "
-                            "convert it to an 8-bit image")
-        a = a * 255.0
-    elif img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
-        if a.min(initial=0) < 0 or a.max(initial=0) > 65535:
-            raise DataError(f"cannot read image {path}: 32-bit integer pixels outside 0..65535; convert it to an 8-bit image")
-        a = a / 257.0
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))  # 8-bit greyscale ("L")
-
-
-def load_image(path: str | Path) -> "Any":
-    """Open ``path`` as an RGB PIL image (greyscale, palette, CMYK and alpha images are converted).
-
-    A corrupt or truncated file raises :class:`DataError` naming the path.
-    """
-    return _open_rgb(path)
-
-
-def _decode_square(path: str | Path, size: int) -> np.ndarray:
-    """Decode ``path``, resize its shorter side to ``size`` and centre-crop ``size``×``size``; 3×S×S uint8."""
-    from PIL import Image
-
-    img = _open_rgb(path, draft=size)
-    w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-
-
-# ----------------------------------------------------------------------------- datasets
-
-
-class ImageFolderDataset(Dataset):
-    """One split of an ImageFolder root (``root/split/<class>/<image>``), validated on creation.
-
-    Yields ``(PIL RGB image, label)``. ``samples`` lists ``(path, label)`` in sorted order.
-    """
-
-    def __init__(self, root: str | Path, split: str, samples: list[tuple[str, int]], classes: list[str]):
-        self.root = Path(root)
-        self.split = split
-        self.samples = samples
-        self.classes = classes
-        self.class_to_idx = {c: i for i, c in enumerate(classes)}
-        self.targets = [s[1] for s in samples]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        path, label = self.samples[i]
-        return load_image(path), label
-
-    def subset_per_class(self, n: int) -> "ImageFolderDataset":
-        """The first ``n`` images of each class (sorted by file name); ``n=0`` keeps all."""
-        if n <= 0:
-            return self
-        counts: dict[int, int] = {}
-        keep = []
-        for path, label in self.samples:
-            if counts.get(label, 0) < n:
-                keep.append((path, label))
-                counts[label] = counts.get(label, 0) + 1
-        return ImageFolderDataset(self.root, self.split, keep, self.classes)
-
-    def relative_paths(self) -> list[str]:
-        """Paths relative to the split directory, e.g. ``n02102040/ILSVRC2012_val_00001.JPEG``."""
-        base = self.root / self.split
-        return [os.path.relpath(p, base) for p, _ in self.samples]
-
-    def fingerprint(self) -> str:
-        """Hash of the file list with sizes and modification times: changes when any file does."""
-        h = hashlib.sha1()
-        for p, label in self.samples:
-            try:
-                st = os.stat(p)
-            except OSError as exc:  # a dangling or self-referencing link, or a file removed meanwhile
-                kind = "a self-referencing link" if exc.errno == errno.ELOOP else \
-                    "a dangling link" if os.path.islink(p) else "unreadable"
-                raise DataError(f"{p} is {kind} ({exc.strerror}): fix it or delete it") from None
-            h.update(f"{p}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
-
-
-#: The setting that names the validation split's folder (default ``val``).
-VAL_SPLIT_ENV = "ZFREPRO_VAL_SPLIT"
-
-
-def val_split() -> str:
-    """The folder of the validation split: ``$ZFREPRO_VAL_SPLIT`` (e.g. ``test``), else ``val``. A name that
-    is not one plain folder name (a path, ``train``, hidden) is a :class:`~zfrepro.errors.ConfigError`."""
-    from .errors import ConfigError
-
-    name = (os.environ.get(VAL_SPLIT_ENV) or "").strip() or "val"
-    if name in ("train", ".", "..") or name.startswith(".") or "/" in name or os.sep in name:
-        raise ConfigError(f"validation split {name!r} ({VAL_SPLIT_ENV} / --val-split): give the name of the folder "
-                          "beside train/ that holds the validation images, e.g. val or test")
-    return name
-
-
-def split_folder(split: str) -> str:
-    """The folder that holds ``split``: :func:`val_split` for ``"val"``, the name itself otherwise."""
-    return val_split() if split == "val" else split
-
-
-def check_data_root(root: str | Path | None = None) -> Path | None:
-    """Check a dataset root before any work: it exists, holds ``train/`` and the validation split
-    (:func:`val_split`), each with class folders of images, and both splits have the same classes.
-    ``root`` ``None``/``""`` takes ``$ZFREPRO_DATA``; with neither, ``None`` (Imagenette is downloaded
-    when needed). A :class:`DataError` names what is missing and the fix. Returns the root."""
-    if root is None or str(root) == "":
-        root = os.environ.get("ZFREPRO_DATA") or None
-    if root is None:
-        return None
-    path = resolve_root(root, download=False)
-    train, val = image_folder(path, "train"), image_folder(path, "val")
-    if train.classes != val.classes:
-        only_train = sorted(set(train.classes) - set(val.classes))
-        only_val = sorted(set(val.classes) - set(train.classes))
-        what = (f"{len(train.classes)} vs {len(val.classes)} class folders" if len(train.classes) != len(val.classes)
-                else "the same number of class folders but other names")
-        raise DataError(f"{path}/train and {path}/{val.split} have different classes ({what}; only in train: "
-                        f"{', '.join(only_train[:5]) or 'none'}; only in {val.split}: {', '.join(only_val[:5]) or 'none'}): "
-                        "both splits need the same class folders")
-    return path
-
-
-def image_folder(root: str | Path, split: str) -> ImageFolderDataset:
-    """The ``split`` ("train" or "val") of an ImageFolder ``root`` with one folder per class; ``"val"``
-    reads the folder :func:`val_split` names (``val/`` unless ``ZFREPRO_VAL_SPLIT`` says otherwise).
-
-    Checks the layout up front: a missing root or split, an empty class folder, or a file that
-    is not an image each raise :class:`DataError` with the path and the fix. Hidden files are
-    skipped. Used by every notebook through :func:`load_split`.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist: {_HOW_TO_GET_DATA}")
-    role, split = split, split_folder(split)
-    split_dir = root / split
-    if not split_dir.is_dir():
-        have = sorted(p.name for p in root.iterdir() if p.is_dir())
-        fix = "point to a folder holding train/ and val/ with one sub-folder per class"
-        if role == "val":
-            others = [h for h in have if h not in ("train", split)]
-            fix = (f"name the validation split (--val-split {others[0]}, or {VAL_SPLIT_ENV}={others[0]}), or " + fix
-                   if others else fix)
-        raise DataError(f"data root {root} has no {split}/ folder (it has: {', '.join(have) or 'nothing'}): {fix}")
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{split_dir} has no class folders: put each class's images in {split_dir}/<class>/")
-    samples: list[tuple[str, int]] = []
-    for label, cls in enumerate(classes):
-        files = sorted(f for f in (split_dir / cls).iterdir() if not f.name.startswith("."))
-        imgs = []
-        for f in files:
-            if f.is_dir():
-                continue
-            if f.suffix.lower() not in IMG_EXTENSIONS:
-                raise DataError(f"{f} is not an image (expected {', '.join(IMG_EXTENSIONS)}): "
-                                "move it out of the class folder")
-            imgs.append((str(f), label))
-        if not imgs:
-            raise DataError(f"class folder {split_dir / cls} is empty: add its images or remove the folder")
-        samples.extend(imgs)
-    return ImageFolderDataset(root, split, samples, classes)
-
-
-def imagenette(root: str | Path | None = None, split: str = "train", size: str = "320px",
-               download: bool = False) -> ImageFolderDataset:
-    """Imagenette through torchvision's ``Imagenette`` (checksums verified by torchvision).
-
-    ``size`` is torchvision's ("full", "320px", "160px"). With ``download=True`` the archive is
-    fetched into ``root`` (default: the cache directory) unless already there; progress is shown.
-    """
-    from torchvision import datasets
-
-    base = Path(root).expanduser() if root is not None else cache_dir() / "imagenette"
-    done = base / f".imagenette-{size}.complete"  # written only after a whole download and extraction
-    if download and not done.is_file():
-        print(f"zfrepro: downloading Imagenette ({size}) into {base} ...", file=sys.stderr)
-        staging = base / f".imagenette-{size}.partial"
-        if staging.exists():
-            shutil.rmtree(staging)  # a download killed earlier: start it again
-        try:
-            tv = datasets.Imagenette(str(staging), split=split, size=size, download=True)
-        except (OSError, RuntimeError) as exc:  # network errors, checksum mismatch, full disk
-            raise DataError(f"downloading Imagenette into {base} failed ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}): check the network and disk space, "
-                            "or set ZFREPRO_DATA to a local copy") from None
-        final = base / tv._size_root.name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tv._size_root, final)  # the extracted folder appears whole or not at all
-        for f in staging.iterdir():  # keep the verified archive beside it (no second download)
-            os.replace(f, base / f.name)
-        shutil.rmtree(staging, ignore_errors=True)
-        atomic_write_json({"size": size}, done)
-    try:
-        tv = datasets.Imagenette(str(base), split=split, size=size, download=False)
-    except RuntimeError:
-        raise DataError(f"Imagenette ({size}) is not under {base}: pass download=True or {_HOW_TO_GET_DATA}") from None
-    return image_folder(tv._size_root, split)
-
-
-def resolve_root(root: str | Path | None = None, *, download: bool = True) -> Path:
-    """The dataset root: ``root``, else ``$ZFREPRO_DATA``, else Imagenette (320 px) downloaded into
-    the cache directory (announced first, with progress). Raises :class:`DataError` if the root
-    does not exist."""
-    if root is None or str(root) == "":
-        root = os.environ.get("ZFREPRO_DATA") or None
-    if root is None:
-        if not download:
-            raise DataError(f"no data root given: {_HOW_TO_GET_DATA}")
-        ds = imagenette(None, "train", "320px", download=True)
-        imagenette(None, "val", "320px", download=True)
-        return ds.root
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DataError(f"data root {path} does not exist: {_HOW_TO_GET_DATA}")
-    return path
+_WNID = re.compile(r"^n\d{8}$")
 
 
 # ----------------------------------------------------------------------------- decode-once cache
@@ -456,7 +178,7 @@ def decode_split(dataset: ImageFolderDataset, size: int, *, progress: bool = Tru
                 bar = _progress(len(paths), f"decode {dataset.split}", progress)
                 pool = ThreadPoolExecutor(max_workers=threads or min(8, (os.cpu_count() or 2) * 2))
                 try:
-                    for arr in pool.map(lambda p: _decode_square(p, size), paths):
+                    for arr in pool.map(lambda p: decode_square(p, size), paths):
                         fh.write(np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
                         bar.update(1)
                 finally:
@@ -627,6 +349,66 @@ class ModelInputs(Dataset):
         return self.decoded.root / self.decoded.split / self.decoded.paths[i]
 
 
+# ----------------------------------------------------------------------------- model inputs
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects of its inputs: decode at ``resize``, crop ``input_size``,
+    ``(pixels - mean) / scale`` with ``mean``/``scale`` per channel (0..255 units) or ``None`` for the
+    profile's per-pixel training mean and scalar ``pixel_scale``; ``class_index[k]`` is the model
+    output of dataset class ``k`` (``None``: the same index); ``class_names`` name the model's outputs."""
+
+    resize: int
+    input_size: int
+    mean: tuple[float, float, float] | None = None
+    scale: tuple[float, float, float] | None = None
+    class_index: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def channel_constants(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, scale)`` of a per-channel normalisation as tensors: the mean as a 3×size×size image (so it
+        crops like the per-pixel training mean), the scale 3×1×1. Only for specs that have them."""
+        if self.mean is None or self.scale is None:
+            raise ConfigError("this model normalises with the profile's per-pixel training mean, not per channel")
+        mean = torch.tensor(self.mean).view(3, 1, 1).expand(3, size, size).contiguous()
+        return mean, torch.tensor(self.scale).view(3, 1, 1)
+
+
+def imagenet_indices(classes: Sequence[str]) -> tuple[int, ...]:
+    """Each dataset class (a WordNet id folder name) → its index among the 1000 ImageNet outputs.
+
+    Imagenette's ten classes map through :data:`IMAGENETTE_IMAGENET_INDEX`; a folder of 1000
+    WordNet ids (ImageNet itself) maps in sorted order, as torchvision's models were trained.
+    Other class folders are a :class:`DataError`: an ImageNet model has no output for them."""
+    classes = list(classes)
+    if all(c in IMAGENETTE_IMAGENET_INDEX for c in classes):
+        return tuple(IMAGENETTE_IMAGENET_INDEX[c] for c in classes)
+    if len(classes) == 1000 and all(_WNID.match(c) for c in classes):
+        return tuple(sorted(classes).index(c) for c in classes)
+    odd = [c for c in classes if c not in IMAGENETTE_IMAGENET_INDEX][:3]
+    raise DataError(f"the dataset's classes ({', '.join(odd)}, ...) are not ImageNet classes, so an ImageNet-trained "
+                    "model has no output for them: use Imagenette or an ImageNet folder (WordNet-id class folders), "
+                    "or arch=zfnet trained on this dataset")
+
+
+def input_spec(profile: Any, arch: str = "zfnet", classes: Sequence[str] | None = None) -> InputSpec:
+    """The inputs ``arch`` expects under ``profile``: this package's networks use the profile's sizes
+    and per-pixel mean; torchvision's ImageNet models their own (256 → 224 crop, ImageNet mean/std,
+    1000 outputs, dataset classes mapped by :func:`imagenet_indices`)."""
+    from .pretrained import parse_arch
+
+    prof = profile_of(profile)
+    source, name = parse_arch(arch)
+    if source != "torchvision":
+        return InputSpec(prof.resize, prof.input_size)
+    from torchvision.models import AlexNet_Weights
+
+    return InputSpec(256, 224, tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD),
+                     imagenet_indices(classes) if classes is not None else None,
+                     tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"]))
+
+
 def load_split(profile: Any, split: str, data_root: str | Path | None = None, *,
                progress: bool = True, arch: str = "zfnet") -> ModelInputs:
     """Model-ready tensors of ``split`` for a profile (a name or :class:`~zfrepro.config.Profile`).
@@ -635,9 +417,7 @@ def load_split(profile: Any, split: str, data_root: str | Path | None = None, *,
     ``profile.resize``, per-pixel mean of the *training* split subtracted, divided by
     ``profile.pixel_scale``, centre ``profile.input_size`` crop. For ``"torchvision:NAME"``
     (ImageNet-trained): 256 → 224 crop with ImageNet's per-channel mean/std, labels mapped to the
-    model's 1000 outputs (:func:`zfrepro.pretrained.input_spec`)."""
-    from .pretrained import input_spec, profile_of
-
+    model's 1000 outputs (:func:`input_spec`)."""
     prof = profile_of(profile)  # a name, a Profile, or a name with overrides ("smoke:epochs=3")
     root = resolve_root(data_root)
     per_class = prof.train_per_class if split == "train" else prof.val_per_class
@@ -654,8 +434,6 @@ def load_split(profile: Any, split: str, data_root: str | Path | None = None, *,
 
 def training_mean(profile: Any, data_root: str | Path | None = None, *, progress: bool = True) -> torch.Tensor:
     """The per-pixel mean (3×S×S) of the profile's training split."""
-    from .pretrained import profile_of
-
     profile = profile_of(profile)
     root = resolve_root(data_root)
     train = decode_split(image_folder(root, "train").subset_per_class(profile.train_per_class),

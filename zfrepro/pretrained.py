@@ -9,91 +9,30 @@ weights=alexnet.pth`` repeats Figs. 1, 2, 5, 7, 8 on an ImageNet-trained network
 - :func:`load_model` — the network: a finished run of the profile (training it if needed), a
   checkpoint file, or a torchvision model with the state dict in ``weights`` (``""``: torchvision's
   own ImageNet weights, downloaded when online).
-- :func:`input_spec` — what the model expects: resize, crop, per-channel mean and scale, and, for
-  ImageNet-trained models, each dataset class's index among the 1000 ImageNet outputs, so that
-  ``P(true class)`` (Figs. 5, 7) is the 1000-way softmax as in the paper.
+- :func:`zfrepro.data.input_spec` — what the model expects (resize, crop, normalisation, the mapping
+  of dataset classes to ImageNet outputs).
 - :func:`output_name` — where a rerun's results, figures and executed notebooks go: the profile's
   name for the canonical run, the profile plus a tag of the model and dataset otherwise, so that
   a rerun never overwrites the committed ``default`` gallery.
-- :func:`profile_of` / :func:`profile_spec` — a profile with field overrides as one string,
-  ``"smoke:epochs=3,lr=0.01"``: what ``zfrepro reproduce --set epochs=3`` passes as the notebooks'
-  ``profile`` parameter (the functions here and in :mod:`zfrepro.data` accept it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from .config import profile_of, split_profile
 from .errors import CheckpointError, ConfigError, DataError
 
-__all__ = ["TORCHVISION_ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENETTE_IMAGENET_INDEX", "InputSpec",
-           "parse_arch", "load_torchvision", "load_model", "input_spec", "imagenet_indices", "output_name",
-           "split_profile", "profile_of", "profile_spec"]
+__all__ = ["TORCHVISION_ARCHS", "parse_arch", "load_torchvision", "load_model", "check_outputs", "output_name"]
 
 TORCHVISION_ARCHS = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation (RGB, 0..1)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Imagenette's ten WordNet ids and their indices among the 1000 ImageNet classes (sorted wnids)
-IMAGENETTE_IMAGENET_INDEX = {
-    "n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491, "n03028079": 497,
-    "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701,
-}
 _OWN_ARCHS = ("zfnet", "alexnet")
-_WNID = re.compile(r"^n\d{8}$")
-
-
-def split_profile(profile: str) -> tuple[str, dict[str, str]]:
-    """``"smoke:epochs=3,snapshot_epochs=1,2"`` → ``("smoke", {"epochs": "3", "snapshot_epochs": "1,2"})``;
-    a plain name → ``(name, {})``. Items are separated by commas before a ``key=`` (so a tuple value may
-    hold commas) or by semicolons; a malformed item is a :class:`ConfigError`."""
-    if not isinstance(profile, str) or ":" not in profile:
-        return profile, {}
-    name, _, rest = profile.partition(":")
-    out: dict[str, str] = {}
-    for item in re.split(r";|,(?=\s*[A-Za-z_]\w*\s*=)", rest):
-        if not item.strip():
-            continue
-        if "=" not in item:
-            raise ConfigError(f"profile {profile!r}: {item.strip()!r} is not field=value; write e.g. "
-                              f"{name}:epochs=3,lr=0.01")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return name.strip(), out
-
-
-def profile_spec(name: str, overrides: dict[str, Any] | None = None) -> str:
-    """The one-string form of profile ``name`` with field ``overrides`` (sorted): ``"smoke:epochs=3"``;
-    ``name`` itself without overrides. :func:`profile_of` reads it back."""
-    if not overrides:
-        return name
-    return name + ":" + ",".join(f"{k}={','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
-                                 for k, v in sorted(overrides.items()))
-
-
-def profile_of(profile: Any) -> Any:
-    """The :class:`~zfrepro.config.Profile` that ``profile`` names: a Profile as it is, a name, or a name
-    with overrides (``"smoke:epochs=3"``, see :func:`split_profile`), validated as ``zfrepro train``
-    validates its ``--set`` (an unknown field or a bad value is a :class:`ConfigError`)."""
-    from .config import Profile, get_profile
-
-    if isinstance(profile, Profile):
-        return profile
-    name, overrides = split_profile(profile)
-    if not overrides:
-        return get_profile(name)
-    if "arch" in overrides:
-        raise ConfigError(f"profile {profile!r}: the architecture is the notebooks' arch parameter, not a profile "
-                          "override")
-    from .train import resolve_profile
-
-    return resolve_profile(name, get_profile(name).arch, **overrides)[0]
 
 
 def parse_arch(arch: str) -> tuple[str, str]:
@@ -206,7 +145,7 @@ def check_outputs(model: nn.Module, weights: str | Path, data_root: str | Path |
     nothing. A mismatch is a :class:`CheckpointError` naming both counts and the fix."""
     import os
 
-    from .data import image_folder, resolve_root
+    from .datasets import image_folder, resolve_root
 
     root = data_root or os.environ.get("ZFREPRO_DATA") or None
     n_out = _outputs(model)
@@ -220,61 +159,6 @@ def check_outputs(model: nn.Module, weights: str | Path, data_root: str | Path |
         raise CheckpointError(f"checkpoint {weights} has {n_out} outputs but the dataset has {len(classes)} classes "
                               f"({root}): pass a checkpoint trained on this dataset, or arch=torchvision:NAME "
                               "(labels mapped)")
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model expects of its inputs: decode at ``resize``, crop ``input_size``,
-    ``(pixels - mean) / scale`` with ``mean``/``scale`` per channel (0..255 units) or ``None`` for the
-    profile's per-pixel training mean and scalar ``pixel_scale``; ``class_index[k]`` is the model
-    output of dataset class ``k`` (``None``: the same index); ``class_names`` name the model's outputs."""
-
-    resize: int
-    input_size: int
-    mean: tuple[float, float, float] | None = None
-    scale: tuple[float, float, float] | None = None
-    class_index: tuple[int, ...] | None = None
-    class_names: tuple[str, ...] | None = None
-
-    def channel_constants(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, scale)`` of a per-channel normalisation as tensors: the mean as a 3×size×size image (so it
-        crops like the per-pixel training mean), the scale 3×1×1. Only for specs that have them."""
-        if self.mean is None or self.scale is None:
-            raise ConfigError("this model normalises with the profile's per-pixel training mean, not per channel")
-        mean = torch.tensor(self.mean).view(3, 1, 1).expand(3, size, size).contiguous()
-        return mean, torch.tensor(self.scale).view(3, 1, 1)
-
-
-def imagenet_indices(classes: Sequence[str]) -> tuple[int, ...]:
-    """Each dataset class (a WordNet id folder name) → its index among the 1000 ImageNet outputs.
-
-    Imagenette's ten classes map through :data:`IMAGENETTE_IMAGENET_INDEX`; a folder of 1000
-    WordNet ids (ImageNet itself) maps in sorted order, as torchvision's models were trained.
-    Other class folders are a :class:`DataError`: an ImageNet model has no output for them."""
-    classes = list(classes)
-    if all(c in IMAGENETTE_IMAGENET_INDEX for c in classes):
-        return tuple(IMAGENETTE_IMAGENET_INDEX[c] for c in classes)
-    if len(classes) == 1000 and all(_WNID.match(c) for c in classes):
-        return tuple(sorted(classes).index(c) for c in classes)
-    odd = [c for c in classes if c not in IMAGENETTE_IMAGENET_INDEX][:3]
-    raise DataError(f"the dataset's classes ({', '.join(odd)}, ...) are not ImageNet classes, so an ImageNet-trained "
-                    "model has no output for them: use Imagenette or an ImageNet folder (WordNet-id class folders), "
-                    "or arch=zfnet trained on this dataset")
-
-
-def input_spec(profile: Any, arch: str = "zfnet", classes: Sequence[str] | None = None) -> InputSpec:
-    """The inputs ``arch`` expects under ``profile``: this package's networks use the profile's sizes
-    and per-pixel mean; torchvision's ImageNet models their own (256 → 224 crop, ImageNet mean/std,
-    1000 outputs, dataset classes mapped by :func:`imagenet_indices`)."""
-    prof = profile_of(profile)
-    source, name = parse_arch(arch)
-    if source != "torchvision":
-        return InputSpec(prof.resize, prof.input_size)
-    from torchvision.models import AlexNet_Weights
-
-    return InputSpec(256, 224, tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD),
-                     imagenet_indices(classes) if classes is not None else None,
-                     tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"]))
 
 
 def output_name(profile: str, arch: str = "zfnet", weights: str | Path = "", data_root: str | Path | None = None,
@@ -301,12 +185,12 @@ def output_name(profile: str, arch: str = "zfnet", weights: str | Path = "", dat
     if weights:
         parts.append(Path(weights).stem + "-" + hashlib.sha1(str(Path(weights).expanduser().resolve()).encode())
                      .hexdigest()[:6])
-    from .train import _data_tag
+    from .datasets import data_tag
 
-    tag = _data_tag(data_root or None)  # "" for Imagenette wherever it lies
+    tag = data_tag(data_root or None)  # "" for Imagenette wherever it lies
     if tag:
         parts.append(tag.lstrip("-"))
-    from .data import val_split
+    from .datasets import val_split
 
     if val_split() != "val":  # another folder is the validation split (--val-split): another dataset
         parts.append(f"split_{val_split()}")

@@ -9,7 +9,7 @@ notebooks that ran (naming the failed one). Parameters are checked against each 
 ``--set KEY=VALUE`` sets a notebook parameter, or, for a field of
 :class:`~zfrepro.config.Profile` (``epochs``, ``lr``, ``resize``...), overrides the profile: the
 notebooks that train or load the profile's network (:data:`PROFILE_OVERRIDE_NOTEBOOKS`) receive
-``profile="smoke:epochs=3"`` (:func:`zfrepro.pretrained.profile_of`), which trains its own network
+``profile="smoke:epochs=3"`` (:func:`zfrepro.config.profile_of`), which trains its own network
 (``runs/<profile>/<arch>-<hash>``) and writes apart (``results/smoke-epochs_3``). ``val_split``
 names the folder of the validation split (``ZFREPRO_VAL_SPLIT``, :func:`zfrepro.data.val_split`).
 
@@ -336,7 +336,7 @@ def _file_identity(value: Any, data_ids: dict[str, str]) -> Any:
         if path.is_dir():
             key = str(path.resolve())
             if key not in data_ids:
-                from .train import dataset_identity
+                from .datasets import dataset_identity
 
                 data_ids[key] = dataset_identity(path)
             return data_ids[key]
@@ -461,7 +461,7 @@ def select_notebooks(paths: Sequence[Path], only: Sequence[str] | None, with_abl
 
 def _check_data(data_root: str | None) -> None:
     """The data root's layout, before any notebook runs (nothing written on failure)."""
-    from .data import check_data_root
+    from .datasets import check_data_root
 
     check_data_root(data_root)
 
@@ -476,7 +476,7 @@ def reproduce(profile: str = "default", *, data_root: str | None = None, device:
     ``val``): set for the whole run, the notebooks' kernels included. See :func:`_reproduce`."""
     import os
 
-    from .data import VAL_SPLIT_ENV, val_split as _val_split
+    from .datasets import VAL_SPLIT_ENV, val_split as _val_split
 
     if not val_split:
         return _reproduce(profile, data_root=data_root, device=device, only=only, root=root, out_dir=out_dir,
@@ -532,7 +532,7 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
     from .plotting import figure_dir
     from .pretrained import output_name, parse_arch
 
-    from .pretrained import profile_of, profile_spec
+    from .config import profile_of, profile_spec
 
     get_profile(profile)  # fail fast on an unknown profile
     root = Path(root or project_root())

@@ -171,7 +171,7 @@ def resolve_caltech_root(root: str | Path | None = None, *, download: bool = Tru
 
 
 def _images_of(folder: Path) -> list[str]:
-    from .data import IMG_EXTENSIONS
+    from .datasets import IMG_EXTENSIONS
 
     return sorted(f.name for f in folder.iterdir()
                   if not f.name.startswith(".") and f.suffix.lower() in IMG_EXTENSIONS and f.is_file())
@@ -252,7 +252,7 @@ def decode_caltech(root: str | Path | None, size: int, categories: Sequence[str]
 def caltech_inputs_size(profile: Any, arch: str = "zfnet") -> int:
     """The side at which Caltech images are decoded for ``arch`` under ``profile`` (its ``resize``)."""
     from .config import get_profile
-    from .pretrained import input_spec
+    from .data import input_spec
 
     return input_spec(get_profile(profile) if isinstance(profile, str) else profile, arch).resize
 
@@ -264,7 +264,7 @@ def caltech_inputs(decoded: "Any", profile: Any, arch: str = "zfnet", data_root:
     and the centre crop; for torchvision's models ImageNet's per-channel constants."""
     from .config import get_profile
     from .data import ModelInputs, training_mean
-    from .pretrained import input_spec
+    from .data import input_spec
 
     prof = get_profile(profile) if isinstance(profile, str) else profile
     spec = input_spec(prof, arch)
