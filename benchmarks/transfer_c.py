@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from zfrepro import transfer  # noqa: E402
-from zfrepro.pretrained import load_model  # noqa: E402
+from zfrepro.loading import load_model  # noqa: E402
 
 OUT = Path(__file__).with_name("transfer_c.jsonl")
 GRID = {"svm": (1e-4, 1e-3, 1e-2), "softmax": (1e-3, 1e-2, 1e-1)}

@@ -120,7 +120,7 @@ def test_rerun_with_torchvision_alexnet_and_a_weights_file(data_root, tmp_path, 
     import torch
     import torchvision
 
-    from zfrepro.pretrained import output_name
+    from zfrepro.outputs import output_name
     from zfrepro.reproduce import reproduce
 
     torch.manual_seed(0)

@@ -289,7 +289,7 @@ def test_a_root_with_val_and_test_gives_each_split_its_own_run(tmp_path, monkeyp
 
 def test_profile_overrides_are_parsed_validated_and_named_apart(monkeypatch):
     from zfrepro.config import profile_of, profile_spec, split_profile
-    from zfrepro.pretrained import output_name
+    from zfrepro.outputs import output_name
     from zfrepro.reproduce import _split_sets
     from zfrepro.runs import run_dir_for
 
@@ -391,7 +391,7 @@ def test_an_image_index_out_of_range_is_one_line():
 
 def test_a_checkpoint_with_another_output_count_is_refused(tmp_path):
     from zfrepro.models import init_weights, save_checkpoint, zfnet
-    from zfrepro.pretrained import load_model
+    from zfrepro.loading import load_model
 
     data = make_dataset(tmp_path / "d", ["a", "b", "c"], {"train": 1, "val": 1})
     path = save_checkpoint(init_weights(zfnet(10, 64, 0.25, 16), "kaiming"), tmp_path / "ten.pt")

@@ -269,7 +269,7 @@ def test_a_killed_reproduce_resumes_and_ends_like_an_uninterrupted_run(tmp_path)
 _COUNTED = """
 import pathlib
 from zfrepro.io import write_results
-from zfrepro.pretrained import output_name
+from zfrepro.outputs import output_name
 p = pathlib.Path('count')
 p.write_text(str(int(p.read_text()) + 1 if p.exists() else 1))
 if k == 2:
@@ -293,7 +293,7 @@ def _counted_project(root: Path) -> Path:
 @pytest.mark.slow
 def test_a_failed_torn_or_stale_notebook_is_never_marked_done(tmp_path, monkeypatch, capsys):
     from zfrepro.errors import ZFReproError
-    from zfrepro.pretrained import output_name
+    from zfrepro.outputs import output_name
     from zfrepro.reproduce import executed_ok, reproduce
 
     root = _counted_project(tmp_path / "p")
@@ -448,7 +448,7 @@ def test_canonical_parameters_are_the_notebooks_parameters_cells():
 
 
 def test_any_non_default_parameter_or_device_writes_apart(monkeypatch):
-    from zfrepro.pretrained import output_name
+    from zfrepro.outputs import output_name
 
     monkeypatch.delenv("ZFREPRO_DATA", raising=False)  # the download: Imagenette (no 13k-file stat per name)
     from zfrepro.reproduce import CANONICAL_PARAMETERS
@@ -505,7 +505,7 @@ def _images(root: Path, classes, per_class: int, size=(40, 30)) -> Path:
 def test_dataset_identity_covers_the_files_not_only_the_class_names(tmp_path, monkeypatch):
     from zfrepro import train as T
     from zfrepro.datasets import IMAGENETTE_WNIDS
-    from zfrepro.pretrained import output_name
+    from zfrepro.outputs import output_name
 
     monkeypatch.setenv("ZFREPRO_RUNS", str(tmp_path / "runs"))
     monkeypatch.delenv("ZFREPRO_DATA", raising=False)

@@ -612,3 +612,16 @@ def test_first_layer_decay_multiplier_decays_only_conv1():
     lr = prof.lr  # both groups at the profile's lr (first_lr_mult 1)
     assert shrink["features.conv1.weight"] == pytest.approx(1 - lr * 5e-2)
     assert shrink["features.conv2.weight"] == pytest.approx(1 - lr * 1e-3)
+
+
+def test_a_run_held_by_another_trainer_is_a_run_busy_error(tmp_path: Path) -> None:
+    """The run lock: a second trainer on the same run directory gets RunBusyError (a CheckpointError),
+    one line naming the directory; the first keeps its lock until it releases it."""
+    first = R.RunLock(tmp_path / "run")
+    try:
+        with pytest.raises(R.RunBusyError, match=r"^.*run is being trained by another process: wait") as ei:
+            R.RunLock(tmp_path / "run")
+        assert isinstance(ei.value, CheckpointError) and "\n" not in str(ei.value)
+    finally:
+        first.release()
+    R.RunLock(tmp_path / "run").release()  # free again

@@ -210,7 +210,7 @@ def test_plans_and_scratch_profile():
 def test_a_fold_trained_by_another_process_is_waited_for_then_reused(tmp_path, tmp_cache, monkeypatch):
     """Two notebooks (or a notebook and a script) on the same fold: the second waits for the first's lock."""
     import zfrepro.train as train_mod
-    from zfrepro.errors import CheckpointError
+    from zfrepro.runs import RunBusyError
 
     root = _fake_caltech(tmp_path, {"ant": 3, "bee": 3})
     split = T.caltech_splits(root, 2, folds=1, test_per_class=1)[0]
@@ -220,8 +220,7 @@ def test_a_fold_trained_by_another_process_is_waited_for_then_reused(tmp_path, t
     def busy_once(*args, **kw):
         calls.append(kw["out_dir"])
         if len(calls) == 1:
-            raise CheckpointError(f"{kw['out_dir']} is being trained by another process: wait for it to finish "
-                                  "or use another --out-dir")
+            raise RunBusyError(f"{kw['out_dir']} is being trained by another process")
         return real(*args, **kw)
 
     monkeypatch.setattr(train_mod, "train", busy_once)

@@ -396,7 +396,7 @@ def input_spec(profile: Any, arch: str = "zfnet", classes: Sequence[str] | None 
     """The inputs ``arch`` expects under ``profile``: this package's networks use the profile's sizes
     and per-pixel mean; torchvision's ImageNet models their own (256 → 224 crop, ImageNet mean/std,
     1000 outputs, dataset classes mapped by :func:`imagenet_indices`)."""
-    from .pretrained import parse_arch
+    from .models import parse_arch
 
     prof = profile_of(profile)
     source, name = parse_arch(arch)

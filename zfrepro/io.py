@@ -151,7 +151,7 @@ def runs_dir() -> Path:
 def results_dir(output: str = "default") -> Path:
     """Where notebooks write the numbers they compute: ``ZFREPRO_RESULTS/<output>``, else
     ``<project root>/results/<output>``. ``output`` is a run's output name
-    (:func:`zfrepro.pretrained.output_name`: the profile's name for its canonical run, e.g.
+    (:func:`zfrepro.outputs.output_name`: the profile's name for its canonical run, e.g.
     ``default``, which is committed; ``smoke-k_3`` etc. for the others, which are ignored)."""
     env = os.environ.get("ZFREPRO_RESULTS")
     base = Path(env).expanduser() if env else project_root() / "results"

@@ -31,6 +31,8 @@ from .lrn import CrossChannelLRN
 
 __all__ = [
     "ARCHS",
+    "TORCHVISION_ARCHS",
+    "parse_arch",
     "zfnet",
     "alexnet",
     "build_model",
@@ -222,22 +224,40 @@ def alexnet(num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
     return ZFNet("alexnet", num_classes, input_size, width, fc_width, dropout, conv_maps, remove)
 
 
+#: This package's networks by name: Fig. 3's ZFNet and the paper's Krizhevsky replica.
 ARCHS = {"zfnet": zfnet, "alexnet": alexnet}
+#: torchvision networks the deconvnet inverts (``"torchvision:NAME"``): no batch norm, no residual blocks.
+TORCHVISION_ARCHS = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19")
+
+
+def parse_arch(arch: str) -> tuple[str, str]:
+    """The one vocabulary of architectures: ``"zfnet"`` → ``("zfrepro", "zfnet")``;
+    ``"torchvision:vgg16"`` → ``("torchvision", "vgg16")``. Anything else is a one-line
+    :class:`ConfigError` listing what is accepted."""
+    valid = ", ".join([*ARCHS, *(f"torchvision:{n}" for n in TORCHVISION_ARCHS)])
+    if not isinstance(arch, str):
+        raise ConfigError(f"arch must be a string, got {arch!r}: use one of {valid}")
+    if arch in ARCHS:
+        return "zfrepro", arch
+    source, _, name = arch.partition(":")
+    if source == "torchvision" and name in TORCHVISION_ARCHS:
+        return "torchvision", name
+    if source == "torchvision" and name.endswith("_bn"):
+        raise ConfigError(f"arch {arch!r}: batch normalisation has no deconvnet inverse (the paper's networks have "
+                          f"none); use {name[:-3]} instead")
+    raise ConfigError(f"unknown arch {arch!r}: use one of {valid}")
 
 
 def build_model(arch: str, **kwargs: Any) -> nn.Module:
-    """Build ``arch`` ("zfnet", "alexnet", or "torchvision:NAME" e.g. "torchvision:vgg16")."""
-    if arch.startswith("torchvision:"):
+    """Build ``arch`` (any name :func:`parse_arch` accepts; torchvision's with random weights and only
+    ``num_classes`` of ``kwargs``)."""
+    source, name = parse_arch(arch)
+    if source == "torchvision":
         import torchvision.models as tvm
 
-        name = arch.split(":", 1)[1]
-        if name not in tvm.list_models(module=tvm):
-            raise ConfigError(f"unknown torchvision model {name!r}: see torchvision.models.list_models()")
         kw = {k: v for k, v in kwargs.items() if k == "num_classes"}
         return tvm.get_model(name, weights=None, **kw)
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown architecture {arch!r}: use one of {sorted(ARCHS)} or 'torchvision:NAME'")
-    return ARCHS[arch](**kwargs)
+    return ARCHS[name](**kwargs)
 
 
 # ----------------------------------------------------------------------------- naming

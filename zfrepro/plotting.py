@@ -27,7 +27,7 @@ def new_figure(figsize: tuple[float, float] = (6, 4), **kw: Any) -> Figure:
 
 
 def figure_dir(output: str = "default") -> Path:
-    """Where the figures of output name ``output`` go (:func:`zfrepro.pretrained.output_name`): the
+    """Where the figures of output name ``output`` go (:func:`zfrepro.outputs.output_name`): the
     committed gallery ``figures/`` for ``default``, ``build/<output>/figures`` for every other one (so CI
     runs and reruns with other parameters never touch the gallery)."""
     root = project_root()

@@ -19,7 +19,7 @@ its figures) is still there unchanged. The stamp is deleted before a notebook ru
 only after it succeeded, so a killed or failed run never leaves a stale "done".
 
 Where a notebook writes (``results/<name>/``, ``figures/`` or ``build/<name>/figures``) is
-:func:`zfrepro.pretrained.output_name`: the profile's own name only for the canonical run (every
+:func:`zfrepro.outputs.output_name`: the profile's own name only for the canonical run (every
 parameter at the default in :data:`CANONICAL_PARAMETERS`); each notebook computes it from its own
 parameters, so the same holds when it runs in JupyterLab.
 """
@@ -33,39 +33,13 @@ from typing import Any, Sequence
 
 from .errors import ConfigError, ZFReproError
 from .io import project_root
+from .outputs import changed_parameters, notebook_parameters
 
-__all__ = ["CANONICAL_PARAMETERS", "OPT_IN_NOTEBOOKS", "select_notebooks", "PROFILE_OVERRIDE_NOTEBOOKS", "notebook_paths", "notebook_parameters", "notebook_defaults",
-           "changed_parameters", "check_parameters", "run_notebook", "reproduce"]
+__all__ = ["OPT_IN_NOTEBOOKS", "select_notebooks", "PROFILE_OVERRIDE_NOTEBOOKS", "notebook_paths", "check_parameters",
+           "run_notebook", "reproduce"]
 
-#: The parameters (and defaults) of the committed notebooks: the canonical run. A notebook run with any
-#: other value writes apart from the committed results and figures (see :func:`changed_parameters`).
-#: tests/test_robustness.py checks that every notebook's ``parameters`` cell declares exactly these.
-CANONICAL_PARAMETERS: dict[str, dict[str, Any]] = {
-    "01_architecture": {"profile": "default", "input_size": 224, "num_classes": 1000, "profile_classes": 10,
-                        "data_root": "", "device": "auto", "comparison_epochs": 5, "comparison_eval_crops": 1,
-                        "maps_per_layer": 4, "seed": 0},
-    "02_deconvnet": {"profile": "default", "data_root": "", "device": "auto", "layer": "conv5", "image_index": 0,
-                     "norm": "identity", "arch": "zfnet", "weights": "", "interactive": False},
-    "03_feature_visualization": {"profile": "default", "data_root": "", "device": "auto", "maps_per_layer": 6,
-                                 "k": 9, "seed": 0, "interactive": False, "arch": "zfnet", "weights": ""},
-    "04_training_evolution": {"profile": "default", "data_root": "", "device": "auto", "maps_per_layer": 2,
-                              "train_images": 2000, "seed": 0, "interactive": False},
-    "05_invariance": {"profile": "default", "data_root": "", "device": "auto", "n_images": 5, "seed": 0,
-                      "arch": "zfnet", "weights": ""},
-    "06_occlusion": {"profile": "default", "data_root": "", "device": "auto", "layer": "conv5", "n_examples": 3,
-                     "occluder": 0, "stride": 0, "others": 4, "sample": 200, "seed": 0, "arch": "zfnet",
-                     "weights": "", "interactive": False},
-    "07_correspondence": {"profile": "default", "data_root": "", "device": "auto", "annotations": "",
-                          "layers": "conv5,fc7", "n": 5, "draws": 20, "random_per_draw": 5, "seed": 0,
-                          "arch": "zfnet", "weights": ""},
-    "08_feature_generalization": {"profile": "default", "data_root": "", "caltech_root": "", "device": "auto",
-                                  "classes": 0, "folds": 0, "scratch_folds": 0, "scratch_epochs": 0,
-                                  "overlap_threshold": 0.99, "seed": 0, "arch": "zfnet", "weights": ""},
-    "09_ablations": {"profile": "default", "data_root": "", "device": "auto", "epochs": 0, "seeds": 0,
-                     "variants": ""},
-}
 #: The notebooks that take profile overrides (``--set epochs=3``) through their ``profile`` parameter: they load
-#: the network and the data through :func:`zfrepro.pretrained.load_model` / :func:`zfrepro.data.load_split`,
+#: the network and the data through :func:`zfrepro.loading.load_model` / :func:`zfrepro.data.load_split`,
 #: which read ``"smoke:epochs=3"``. 01 and 04 call :func:`zfrepro.config.get_profile` / :mod:`zfrepro.train`
 #: directly, 08 and 09 :mod:`zfrepro.transfer` / :mod:`zfrepro.ablation` with their own budgets: under profile
 #: overrides they are skipped with that reason.
@@ -79,12 +53,6 @@ OPT_IN_NOTEBOOKS: dict[str, str] = {
     "09_ablations": "Table 3 trains 24 networks (about 30 min on 2 free CPU cores for default, 78 min on shared "
                     "ones; 50 s for smoke); add --with-ablations or --only 09",
 }
-#: Parameters that are parts of the output name of their own (the profile; the dataset, model and
-#: weights by :func:`zfrepro.pretrained.output_name`) or change nothing written (widgets shown).
-_NAMED_APART = ("profile", "data_root", "arch", "weights")
-_DISPLAY_ONLY = ("interactive",)
-
-
 def notebook_paths(root: str | Path | None = None, only: Sequence[str] | None = None) -> list[Path]:
     """The ordered notebooks ``notebooks/NN_*.ipynb``; ``only`` keeps those whose NN prefix is listed."""
     nb_dir = Path(root or project_root()) / "notebooks"
@@ -97,49 +65,6 @@ def notebook_paths(root: str | Path | None = None, only: Sequence[str] | None = 
                               f"available are {', '.join(p.name[:2] for p in paths)}")
         paths = [p for p in paths if p.name[:2] in wanted]
     return paths
-
-
-def notebook_parameters(path: str | Path) -> dict[str, Any]:
-    """The names, types and defaults declared in a notebook's ``parameters`` cell."""
-    import papermill
-
-    return papermill.inspect_notebook(str(path))
-
-
-def _literal(text: Any) -> Any:
-    import ast
-
-    try:
-        return ast.literal_eval(text) if isinstance(text, str) else text
-    except (ValueError, SyntaxError):
-        return text
-
-
-def notebook_defaults(notebook: str | Path) -> dict[str, Any]:
-    """The canonical parameter values of ``notebook`` (a name such as ``"02_deconvnet"`` or a path):
-    :data:`CANONICAL_PARAMETERS` for the committed notebooks, else the defaults its ``parameters``
-    cell declares (a path, or ``notebooks/<name>.ipynb`` under the project root)."""
-    stem = Path(str(notebook)).stem
-    if stem in CANONICAL_PARAMETERS:
-        return dict(CANONICAL_PARAMETERS[stem])
-    path = Path(notebook) if str(notebook).endswith(".ipynb") else project_root() / "notebooks" / f"{stem}.ipynb"
-    if not path.is_file():
-        return {}
-    return {k: _literal(v.get("default")) for k, v in notebook_parameters(path).items()}
-
-
-def changed_parameters(notebook: str | Path, values: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of ``notebook`` whose value in ``values`` (e.g. the notebook's ``globals()``)
-    differs from the canonical one, in name order; the profile, dataset, model and weights (named
-    apart by :func:`zfrepro.pretrained.output_name`) and display-only switches excluded."""
-    out = {}
-    for k, default in sorted(notebook_defaults(notebook).items()):
-        if k in _NAMED_APART or k in _DISPLAY_ONLY or k not in values:
-            continue
-        v = values[k]
-        if v != default or isinstance(v, bool) != isinstance(default, bool):
-            out[k] = v
-    return out
 
 
 def check_parameters(path: str | Path, params: dict[str, Any]) -> None:
@@ -516,7 +441,7 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
     with the reason. The data root is checked (:func:`zfrepro.data.check_data_root`) before the first
     notebook starts.
 
-    Each notebook writes under its :func:`zfrepro.pretrained.output_name`: the profile's own name
+    Each notebook writes under its :func:`zfrepro.outputs.output_name`: the profile's own name
     for the canonical run, ``<profile>-<model>-<dataset>`` for another model or dataset, and
     ``<profile>-<changed parameters>`` for a ``sets`` value or ``device`` other than the
     canonical one (``results/<name>/``, ``build/<name>/`` for executed copies and figures), so
@@ -530,7 +455,8 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
     from .config import get_profile
     from .io import atomic_write_json, results_dir, storage_error
     from .plotting import figure_dir
-    from .pretrained import output_name, parse_arch
+    from .models import parse_arch
+    from .outputs import output_name
 
     from .config import profile_of, profile_spec
 
@@ -564,7 +490,7 @@ def _reproduce(profile: str = "default", *, data_root: str | None = None, device
         paths = [nb for nb in paths if takes(nb)]
         if skipped:
             why = (f"profile overrides ({', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))}) reach only the "
-                   "notebooks that load the network through zfrepro.pretrained.load_model (02, 03, 05-07)")
+                   "notebooks that load the network through zfrepro.loading.load_model (02, 03, 05-07)")
             notes.update({Path(n).stem: f"skipped: {why}" for n in skipped})
             print(f"{', '.join(skipped)} skipped: {why}", file=sys.stderr, flush=True)
         if not paths:

@@ -497,7 +497,8 @@ def train_from_scratch(root: str | Path | None, split: tuple[list[str], list[str
     from . import io as _io
     from .data import load_split
     from .models import load_checkpoint
-    from .train import list_snapshots, train
+    from .runs import RunBusyError, list_snapshots
+    from .train import train
 
     base = resolve_caltech_root(root)
     cats = list(categories) if categories is not None else caltech_categories(base)
@@ -508,9 +509,7 @@ def train_from_scratch(root: str | Path | None, split: tuple[list[str], list[str
         try:
             run = train(prof, arch=arch, data_root=fold, device=device, progress=progress, out_dir=out_dir)
             break
-        except CheckpointError as exc:  # the same fold is being trained elsewhere: wait for it, then reuse it
-            if "being trained by another process" not in str(exc):
-                raise
+        except RunBusyError:  # the same fold is being trained elsewhere: wait for it, then reuse it
             if progress:
                 print(f"zfrepro: {out_dir} is being trained by another process; waiting for it", file=sys.stderr)
             time.sleep(15)

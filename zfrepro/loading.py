@@ -1,55 +1,32 @@
-"""Reruns with another model: torchvision's AlexNet / VGG with weights the user supplies.
+"""Loading the network a notebook looks into (Figs. 1, 2, 5, 7, 8): this package's trained ZFNet / AlexNet,
+a checkpoint file, or torchvision's AlexNet / VGG with weights the user supplies.
 
-Every notebook that looks into a trained network (02, 03, 05, 06, 07) takes ``arch`` and
-``weights`` parameters, so that ``zfrepro reproduce --set arch=torchvision:alexnet --set
-weights=alexnet.pth`` repeats Figs. 1, 2, 5, 7, 8 on an ImageNet-trained network:
+Every notebook that looks into a trained network (02, 03, 05, 06, 07) takes ``arch`` and ``weights``
+parameters, so that ``zfrepro reproduce --set arch=torchvision:alexnet --set weights=alexnet.pth``
+repeats Figs. 1, 2, 5, 7, 8 on an ImageNet-trained network:
 
-- :func:`parse_arch` — ``"zfnet"`` / ``"alexnet"`` (this package's networks, trained by
-  :mod:`zfrepro.train`) or ``"torchvision:NAME"`` (NAME in :data:`TORCHVISION_ARCHS`).
 - :func:`load_model` — the network: a finished run of the profile (training it if needed), a
   checkpoint file, or a torchvision model with the state dict in ``weights`` (``""``: torchvision's
-  own ImageNet weights, downloaded when online).
-- :func:`zfrepro.data.input_spec` — what the model expects (resize, crop, normalisation, the mapping
-  of dataset classes to ImageNet outputs).
-- :func:`output_name` — where a rerun's results, figures and executed notebooks go: the profile's
-  name for the canonical run, the profile plus a tag of the model and dataset otherwise, so that
-  a rerun never overwrites the committed ``default`` gallery.
+  own ImageNet weights, downloaded when online);
+- :func:`check_outputs` — a checkpoint must have one output per class of the dataset it is shown.
+
+The names of architectures are :func:`zfrepro.models.parse_arch`; what a model expects of its inputs is
+:func:`zfrepro.data.input_spec`; where a rerun writes is :func:`zfrepro.outputs.output_name`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import profile_of, split_profile
-from .errors import CheckpointError, ConfigError, DataError
+from .config import profile_of
+from .errors import CheckpointError, DataError
+from .models import TORCHVISION_ARCHS, parse_arch
 
-__all__ = ["TORCHVISION_ARCHS", "parse_arch", "load_torchvision", "load_model", "check_outputs", "output_name"]
-
-TORCHVISION_ARCHS = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19")
-_OWN_ARCHS = ("zfnet", "alexnet")
-
-
-def parse_arch(arch: str) -> tuple[str, str]:
-    """``"zfnet"`` → ``("zfrepro", "zfnet")``; ``"torchvision:vgg16"`` → ``("torchvision", "vgg16")``.
-    Anything else is a :class:`ConfigError` listing what is accepted."""
-    valid = ", ".join([*_OWN_ARCHS, *(f"torchvision:{n}" for n in TORCHVISION_ARCHS)])
-    if not isinstance(arch, str):
-        raise ConfigError(f"arch must be a string, got {arch!r}: use one of {valid}")
-    if arch in _OWN_ARCHS:
-        return "zfrepro", arch
-    source, _, name = arch.partition(":")
-    if source == "torchvision" and name in TORCHVISION_ARCHS:
-        return "torchvision", name
-    if source == "torchvision" and name.endswith("_bn"):
-        raise ConfigError(f"arch {arch!r}: batch normalisation has no deconvnet inverse (the paper's networks have "
-                          f"none); use {name[:-3]} instead")
-    raise ConfigError(f"unknown arch {arch!r}: use one of {valid}")
+__all__ = ["load_torchvision", "load_model", "check_outputs"]
 
 
 def load_torchvision(name: str, weights: str | Path = "", device: str | torch.device = "cpu") -> nn.Module:
@@ -159,56 +136,3 @@ def check_outputs(model: nn.Module, weights: str | Path, data_root: str | Path |
         raise CheckpointError(f"checkpoint {weights} has {n_out} outputs but the dataset has {len(classes)} classes "
                               f"({root}): pass a checkpoint trained on this dataset, or arch=torchvision:NAME "
                               "(labels mapped)")
-
-
-def output_name(profile: str, arch: str = "zfnet", weights: str | Path = "", data_root: str | Path | None = None,
-                *, notebook: str | Path | None = None, params: dict[str, Any] | None = None) -> str:
-    """The name under which a run's results (``results/<name>/``), figures and executed notebooks
-    (``build/<name>/``) are kept: ``profile`` itself only for the canonical run (this package's ZFNet,
-    its own trained weights, Imagenette, every parameter of ``notebook`` at its canonical value),
-    else ``profile-<arch>[-<weights>][-<data>]`` for another model or dataset, and
-    ``profile-<changed parameters>`` when ``params`` (a notebook passes its ``globals()``) differ from
-    the canonical ones of ``notebook`` (:func:`zfrepro.reproduce.changed_parameters`: e.g.
-    ``default-layer_conv3``; a hash when the values are long), so a rerun never overwrites the
-    committed ``default`` results and gallery — from ``zfrepro reproduce`` or from JupyterLab.
-    A profile with overrides (``"smoke:epochs=3"``, :func:`profile_of`) is ``smoke-epochs_3``; a
-    validation split other than ``val/`` (``ZFREPRO_VAL_SPLIT``) adds ``split_<name>``."""
-    parse_arch(arch)
-    name, overrides = split_profile(profile)
-    if overrides:  # a profile with field overrides trains its own network: apart, named by them
-        profile_of(profile)
-        parts = [name, _parameters_tag(dict(sorted(overrides.items())))]
-    else:
-        parts = [profile]
-    if arch != "zfnet":
-        parts.append(arch.replace("torchvision:", "tv-"))
-    if weights:
-        parts.append(Path(weights).stem + "-" + hashlib.sha1(str(Path(weights).expanduser().resolve()).encode())
-                     .hexdigest()[:6])
-    from .datasets import data_tag
-
-    tag = data_tag(data_root or None)  # "" for Imagenette wherever it lies
-    if tag:
-        parts.append(tag.lstrip("-"))
-    from .datasets import val_split
-
-    if val_split() != "val":  # another folder is the validation split (--val-split): another dataset
-        parts.append(f"split_{val_split()}")
-    if notebook is not None and len(parts) == 1:  # a rerun on another model or dataset is apart already
-        from .reproduce import changed_parameters
-
-        changed = changed_parameters(notebook, dict(params or {}))
-        if changed:
-            parts.append(_parameters_tag(changed))
-    return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
-
-
-def _parameters_tag(changed: dict[str, Any]) -> str:
-    """``layer_conv3`` / ``device_cpu-k_3`` for short plain values, else ``set<8 hex digits>``."""
-    import json
-
-    plain = all(re.fullmatch(r"[A-Za-z0-9.]+|-?[0-9.]+", str(v)) for v in changed.values())
-    text = "-".join(f"{k}_{v}" for k, v in changed.items())
-    if plain and len(text) <= 40:
-        return text
-    return "set" + hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -1,4 +1,4 @@
-"""Reruns with torchvision models and user-supplied weights (zfrepro.pretrained)."""
+"""Reruns with torchvision models and user-supplied weights (zfrepro.loading), their inputs (zfrepro.data.input_spec) and output names (zfrepro.outputs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from zfrepro.deconv import DeconvNet
 from zfrepro.errors import CheckpointError, ConfigError, DataError
 from zfrepro.models import alexnet, layer_names, save_checkpoint, zfnet
 from zfrepro.data import IMAGENET_MEAN, IMAGENET_STD, IMAGENETTE_IMAGENET_INDEX, imagenet_indices, input_spec
-from zfrepro.pretrained import load_model, load_torchvision, output_name, parse_arch
+from zfrepro.models import parse_arch
+from zfrepro.loading import load_model, load_torchvision
+from zfrepro.outputs import output_name
 
 
 @pytest.fixture(scope="module")
