@@ -28,7 +28,7 @@ def alexnet_weights(tmp_path_factory):
 def test_parse_arch():
     assert parse_arch("zfnet") == ("zfrepro", "zfnet")
     assert parse_arch("torchvision:vgg16") == ("torchvision", "vgg16")
-    with pytest.raises(ConfigError, match="unknown arch 'resnet50'.*torchvision:alexnet"):
+    with pytest.raises(ConfigError, match="unknown architecture 'resnet50'.*torchvision:alexnet"):
         parse_arch("resnet50")
     with pytest.raises(ConfigError, match="batch normalisation.*vgg16"):
         parse_arch("torchvision:vgg16_bn")

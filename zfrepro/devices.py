@@ -31,8 +31,7 @@ def full_precision() -> Iterator[None]:
     """Run convolutions and matrix products in true float32 on CUDA (TF32 off) inside the block.
 
     PyTorch lets cuDNN use TF32 (10-bit mantissa) for convolutions by default; through five
-    layers of a deconvnet that moves a projection by ~2 % relative to the CPU (measured on an
-    H200), and can flip max-pool switches on near ties. Projections, activation scans and
+    layers of a deconvnet that moves a projection measurably relative to the CPU (README, "A GPU"), and can flip max-pool switches on near ties. Projections, activation scans and
     occlusion maps are measurements, so :class:`zfrepro.deconv.DeconvNet` runs under this.
     The previous settings are restored on exit; on the CPU it changes nothing."""
     cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -53,12 +52,12 @@ def keep_freed_memory() -> bool:
 
     A training step allocates and frees the same large activation and gradient buffers every
     batch. With glibc's defaults each buffer over the mmap threshold is a fresh ``mmap`` whose
-    pages fault in one by one and go back with ``munmap`` (or a heap trim) when freed: measured
-    on the 2-core machine, ~100,000 minor page faults per second and 19 % of the process's CPU
-    time in the kernel. ``mallopt(M_MMAP_MAX, 0)`` and a huge ``M_TRIM_THRESHOLD`` keep those
-    pages mapped, so the next step reuses them (faults ~1,000/s, kernel time < 1 %; training
-    1.16-1.34× faster, ``benchmarks/bench_malloc.py``). Peak resident memory grew 2-7 % there (1,432 vs
-    1,405 MB; 1,422 vs 1,326 MB); freed memory is not returned to the system until the process ends.
+    pages fault in one by one and go back with ``munmap`` (or a heap trim) when freed: tens of
+    thousands of minor page faults a second and a large share of the process's CPU time in the
+    kernel. ``mallopt(M_MMAP_MAX, 0)`` and a huge ``M_TRIM_THRESHOLD`` keep those pages mapped, so
+    the next step reuses them; ``benchmarks/bench_malloc.py`` measures the gain and the README keeps
+    the numbers. Peak resident memory grows a few per cent; freed memory is not returned to the
+    system until the process ends.
 
     Called by :func:`zfrepro.train.train` (every figure's network). Process-wide and idempotent;
     a no-op (returns False) off glibc, or when the environment sets ``ZFREPRO_MALLOC=system``.

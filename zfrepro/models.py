@@ -245,7 +245,7 @@ def parse_arch(arch: str) -> tuple[str, str]:
     if source == "torchvision" and name.endswith("_bn"):
         raise ConfigError(f"arch {arch!r}: batch normalisation has no deconvnet inverse (the paper's networks have "
                           f"none); use {name[:-3]} instead")
-    raise ConfigError(f"unknown arch {arch!r}: use one of {valid}")
+    raise ConfigError(f"unknown architecture {arch!r}: use one of {valid}")
 
 
 def build_model(arch: str, **kwargs: Any) -> nn.Module:

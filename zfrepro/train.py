@@ -250,8 +250,8 @@ class Trainer:
                  amp: bool | None = None, steps: int = 1, channels_last: bool = True):
         self.prof, self.arch, self.device = prof, arch, device
         self.raw = build_network(prof, arch, num_classes).to(device)
-        # channels-last on every device: on CPU it makes max pooling with switches ~10x faster and the
-        # whole step faster (benchmarks/bench_train_step.py); the same maths, other rounding
+        # channels-last on every device: on CPU it makes max pooling with switches several times faster
+        # and the whole step faster (benchmarks/bench_train_step.py); the same maths, other rounding
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.raw = self.raw.to(memory_format=torch.channels_last)
@@ -369,7 +369,7 @@ def _train_loop(prof: Profile, arch: str, run_dir: Path, data_root: str | Path |
 
     dev = dist.device
     show = progress and dist.main
-    keep_freed_memory()  # reuse freed step buffers instead of re-faulting them (1.16-1.34x on the CPU)
+    keep_freed_memory()  # reuse freed step buffers instead of re-faulting them (benchmarks/bench_malloc.py)
     world, rank = dist.world, dist.rank
     if prof.batch_size % world:
         raise ConfigError(f"batch_size {prof.batch_size} is not divisible by the {world} processes: "
