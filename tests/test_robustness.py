@@ -438,7 +438,8 @@ def test_ctrl_c_of_reproduce_prints_one_line_and_no_kernel_traceback(data_root, 
 # ----------------------------------------------------------------------------- output names
 
 def test_canonical_parameters_are_the_notebooks_parameters_cells():
-    from zfrepro.reproduce import CANONICAL_PARAMETERS, notebook_paths, notebook_parameters, _literal
+    from zfrepro.outputs import CANONICAL_PARAMETERS, _literal, notebook_parameters
+    from zfrepro.reproduce import notebook_paths
 
     for nb in notebook_paths(Path(__file__).resolve().parent.parent):
         if nb.stem not in CANONICAL_PARAMETERS:
@@ -451,7 +452,7 @@ def test_any_non_default_parameter_or_device_writes_apart(monkeypatch):
     from zfrepro.outputs import output_name
 
     monkeypatch.delenv("ZFREPRO_DATA", raising=False)  # the download: Imagenette (no 13k-file stat per name)
-    from zfrepro.reproduce import CANONICAL_PARAMETERS
+    from zfrepro.outputs import CANONICAL_PARAMETERS
 
     for stem, defaults in CANONICAL_PARAMETERS.items():
         assert output_name("default", notebook=stem, params=dict(defaults)) == "default"  # the canonical run
