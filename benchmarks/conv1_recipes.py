@@ -44,7 +44,7 @@ from zfrepro.train import train  # noqa: E402
 
 #: Recipes: the `default` profile's fields that each hypothesis changes.
 RECIPES: dict[str, dict[str, object]] = {
-    "base": {},                                            # the `default` recipe as committed
+    "base": {"init": "kaiming"},                           # the `default` recipe before issue #14 (He conv1)
     "start-small": {"init": "hybrid"},                     # conv1 N(0, 1e-2): start : radius = 1 : 10 (the paper's)
     "decay-conv1": {"first_decay_mult": 50.0},             # conv1 weight decay 2.5e-2: the random start decays
     "start-small-lr10": {"init": "hybrid", "first_lr_mult": 10.0},
@@ -52,6 +52,11 @@ RECIPES: dict[str, dict[str, object]] = {
     "lr10": {"first_lr_mult": 10.0},
     "radius-x4": {"renorm_radius": 0.4},                   # radius far above the He start (0.117)
     "batch32": {"batch_size": 32, "lr": 0.01},             # twice the updates in the same epochs
+    # conv2-5 speckle (on the current default, conv1 already N(0, 1e-2)):
+    "default": {},                                         # the `default` recipe as committed now
+    "conv-start-x0.25": {"conv_init_mult": 0.25},          # conv2-5 start 1/4 of He: less random start left
+    "conv-lr-x3": {"conv_lr_mult": 3.0},                   # conv2-5 learn 3x faster: more learned energy
+    "conv-decay-x20": {"conv_decay_mult": 20.0},           # conv2-5 weight decay 1e-2: the start decays faster
 }
 OUT = Path(__file__).with_name("conv1_recipes.jsonl")
 

@@ -89,6 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
     rows = run(a.quick, only)
     text = to_markdown(rows, a.quick)
+    if only and Path(a.out).is_file():  # a subset: replace its rows in the existing table, keep the others
+        def is_row(line: str) -> bool:
+            return line.startswith("| ") and not line.startswith(("| benchmark", "| ---"))
+
+        def name(line: str) -> str:
+            return line.split("|")[1].strip()
+
+        kept = [ln for ln in Path(a.out).read_text().splitlines() if is_row(ln) and name(ln) not in only]
+        lines = text.splitlines()
+        order = list(BENCHMARKS)
+        body = sorted(kept + [ln for ln in lines if is_row(ln)],
+                      key=lambda ln: order.index(name(ln)) if name(ln) in order else len(order))
+        text = "\n".join([ln for ln in lines if not is_row(ln)] + body) + "\n"
     print(text)
     from zfrepro.io import atomic_write_text
 
