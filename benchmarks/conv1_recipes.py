@@ -28,16 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
 
 from zfrepro.config import get_profile  # noqa: E402
 from zfrepro.data import load_split  # noqa: E402
-from zfrepro.deconv import DeconvNet  # noqa: E402
-from zfrepro.top_units import choose_maps, project_top_units  # noqa: E402
 from zfrepro.models import get_layer, load_checkpoint  # noqa: E402
-from zfrepro.scan import top_activations  # noqa: E402
-from zfrepro.structure import projection_noise, summarize_structure  # noqa: E402
 from zfrepro.aliasing import filter_rms  # noqa: E402
+from zfrepro.structure import summarize_structure  # noqa: E402
+from zfrepro.top_units import median_projection_noise  # noqa: E402
 from zfrepro.evaluation import evaluate  # noqa: E402
 from zfrepro.runs import list_snapshots  # noqa: E402
 from zfrepro.train import train  # noqa: E402
@@ -67,13 +64,7 @@ def measure(run_dir: Path, name: str, epochs: int) -> dict[str, object]:
     model = load_checkpoint(list_snapshots(run_dir)[epochs]).eval()
     struct = summarize_structure(get_layer(model, "conv1").weight)
     val = load_split(prof, "val", progress=False)
-    dn = DeconvNet(model)
-    tops = top_activations(model, val, layers=dn.layers, k=9, progress=False)
-    noise = {}
-    for layer in dn.layers:
-        units = project_top_units(model, val, tops[layer], choose_maps(tops[layer], 6, seed=0), k=9, deconv=dn)
-        r = projection_noise(units.projections, units.patches).flatten()
-        noise[layer] = round(float(r[torch.isfinite(r)].median()), 3)
+    noise = median_projection_noise(model, val, maps_per_layer=6, k=9, seed=0)
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     return {"recipe": name, "overrides": RECIPES[name], "epochs": epochs,

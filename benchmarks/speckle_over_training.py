@@ -16,11 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from zfrepro.data import load_split  # noqa: E402
-from zfrepro.deconv import DeconvNet  # noqa: E402
-from zfrepro.top_units import choose_maps, project_top_units  # noqa: E402
 from zfrepro.models import get_layer, load_checkpoint  # noqa: E402
-from zfrepro.scan import top_activations  # noqa: E402
-from zfrepro.structure import projection_noise  # noqa: E402
+from zfrepro.top_units import median_projection_noise  # noqa: E402
 from zfrepro.config import resolve_profile  # noqa: E402
 from zfrepro.runs import list_snapshots, run_dir_for  # noqa: E402
 from zfrepro.train import build_network  # noqa: E402
@@ -42,15 +39,9 @@ def main() -> None:
         model = load_checkpoint(path).eval()
         torch.manual_seed(prof.seed)
         start = build_network(prof, arch, model.spec["num_classes"])
-        dn = DeconvNet(model)
-        tops = top_activations(model, val, layers=dn.layers, k=9, progress=False)
-        noise = {}
-        for layer in dn.layers:
-            units = project_top_units(model, val, tops[layer], choose_maps(tops[layer], 6, seed=0), k=9, deconv=dn)
-            r = projection_noise(units.projections, units.patches).flatten()
-            noise[layer] = round(float(r[torch.isfinite(r)].median()), 3)
+        noise = median_projection_noise(model, val, maps_per_layer=6, k=9, seed=0)
         row = {"profile": profile, "epoch": epoch, "projection_noise": noise,
-               "start_energy_share": {n: round(start_share(model, start, n), 3) for n in dn.layers}}
+               "start_energy_share": {n: round(start_share(model, start, n), 3) for n in noise}}
         print(json.dumps(row), flush=True)
         with open(OUT, "a") as f:
             f.write(json.dumps(row) + "\n")

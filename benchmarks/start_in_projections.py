@@ -20,10 +20,9 @@ import torch  # noqa: E402
 
 from zfrepro.data import load_split  # noqa: E402
 from zfrepro.deconv import DeconvNet  # noqa: E402
-from zfrepro.top_units import choose_maps, project_top_units  # noqa: E402
+from zfrepro.top_units import choose_maps, median_projection_noise  # noqa: E402
 from zfrepro.models import get_layer  # noqa: E402
 from zfrepro.scan import top_activations  # noqa: E402
-from zfrepro.structure import projection_noise  # noqa: E402
 from zfrepro.config import resolve_profile  # noqa: E402
 from zfrepro.train import build_network, load_trained  # noqa: E402
 
@@ -80,12 +79,8 @@ def main() -> None:
                                                                      get_layer(other, n).weight.detach()) for n in CONVS[1:]},
     }
     for case, weights in cases.items():
-        noise = {}
         with backward_weights(dn, model, weights):
-            for layer in dn.layers:
-                units = project_top_units(model, val, tops[layer], maps[layer], k=9, deconv=dn)
-                r = projection_noise(units.projections, units.patches).flatten()
-                noise[layer] = round(float(r[torch.isfinite(r)].median()), 3)
+            noise = median_projection_noise(model, val, k=9, deconv=dn, tops=tops, maps=maps)
         share = {n: round(float(((get_layer(model, n).weight.detach() * get_layer(start, n).weight.detach()).sum()
                                  / get_layer(start, n).weight.detach().norm()) ** 2
                                 / get_layer(model, n).weight.detach().pow(2).sum()), 3) for n in CONVS}

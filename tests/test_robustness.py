@@ -47,9 +47,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zfrepro import cli as CLI
 from zfrepro import config as C
-from zfrepro import datasets, runs
+from zfrepro import datasets
 from zfrepro import runs as R
 from zfrepro.errors import ZFReproError
 from zfrepro.models import alexnet, init_weights, save_checkpoint, zfnet
@@ -73,8 +72,6 @@ def folder(tmp_path, tmp_cache):
 
 
 def _bomb(tmp: Path):
-    from zfrepro import data
-
     path = tmp / "bomb.png"
     Image.new("L", (100, 100)).save(path)
     limit = Image.MAX_IMAGE_PIXELS
@@ -86,7 +83,7 @@ def _bomb(tmp: Path):
 
 
 def _linked(folder: Path, name: str, target, identity: bool = False):
-    from zfrepro import data, train
+    from zfrepro import data
 
     link = folder / "val" / "a" / name
     for stale in (folder / "val" / "a").glob("*"):
@@ -504,7 +501,6 @@ def _images(root: Path, classes, per_class: int, size=(40, 30)) -> Path:
 
 
 def test_dataset_identity_covers_the_files_not_only_the_class_names(tmp_path, monkeypatch):
-    from zfrepro import train as T
     from zfrepro.datasets import IMAGENETTE_WNIDS
     from zfrepro.outputs import output_name
 
@@ -526,9 +522,7 @@ def test_dataset_identity_covers_the_files_not_only_the_class_names(tmp_path, mo
 
 def test_any_copy_of_imagenette_with_its_file_names_is_canonical(data_root, tmp_path):
     """The offline copy CI uses, and a copy at another size (torchvision's 160/320/full share the names)."""
-    from zfrepro import train as T
-
-    if not T.is_imagenette(data_root):
+    if not datasets.is_imagenette(data_root):
         pytest.skip(f"{data_root} is not Imagenette")
     assert datasets.data_tag(data_root) == ""
     resized = tmp_path / "imagenette2-160"
@@ -655,7 +649,6 @@ def test_read_only_cache_is_one_line(folder, tmp_path, monkeypatch):
 
 def test_full_runs_disk_while_saving_a_snapshot_is_one_line(tmp_path):
     from zfrepro import io as zio
-    from zfrepro import train as T
 
     payload = {"state_dict": {"w": torch.zeros(1 << 20)}}  # 4 MB on a 2 MB disk
     with _tmpfs(tmp_path / "runs") as disk:
@@ -663,7 +656,7 @@ def test_full_runs_disk_while_saving_a_snapshot_is_one_line(tmp_path):
             zio.atomic_save(payload, disk / "epoch_001.pt")
         assert ei.value.errno == errno.ENOSPC
         with pytest.raises(R.RunStorageError, match=r"^disk full: cannot write snapshot .*epoch_002.pt") as ei:
-            runs.save_snapshot(payload, disk / "epoch_002.pt")
+            R.save_snapshot(payload, disk / "epoch_002.pt")
         assert "\n" not in str(ei.value) and "inline_container" not in str(ei.value)
         assert list(disk.iterdir()) == []  # no torn file, no temp file
 
@@ -704,9 +697,9 @@ def test_train_refuses_a_foreign_out_dir_and_deletes_nothing(tmp_path):
     (other / "profile.json").write_text(json.dumps({"profile": prof.as_dict(), "arch": arch, "data_tag": ""}))
     with pytest.raises(CheckpointError, match=r"holds a run with another epochs"):
         T.train("smoke", out_dir=other, device="cpu", progress=False)
-    runs.refuse_foreign_dir(other, prof, arch, "")  # the same identity: accepted (resumed)
+    R.refuse_foreign_dir(other, prof, arch, "")  # the same identity: accepted (resumed)
     with pytest.raises(CheckpointError, match=r"another dataset"):
-        runs.refuse_foreign_dir(other, prof, arch, "-data12345678")
+        R.refuse_foreign_dir(other, prof, arch, "-data12345678")
 
 
 def test_maps_per_layer_beyond_the_maps_there_is_clamped_with_a_note(capsys):

@@ -76,3 +76,18 @@ def test_evolution_on_a_sample_projects_the_samples_strongest_unit():
     ref = crop_patch(dn.project(x, "conv2", [3], [pos])[0], receptive_field(model, "conv2", pos), fill=0.0)
     assert best != sample[best] or sample[best] == 0  # the sample index differs from the data index
     assert torch.allclose(evo, ref, atol=1e-6)
+
+
+def test_median_projection_noise_is_the_median_over_the_chosen_units_of_every_layer():
+    """Issue #14's per-layer number: the median of projection_noise over the chosen maps' top-k units."""
+    from zfrepro.structure import projection_noise
+    from zfrepro.top_units import median_projection_noise
+
+    model, data = _model(), _Inputs()
+    tops = top_activations(model, data, layers=DeconvNet(model).layers, k=3, progress=False)
+    got = median_projection_noise(model, data, maps_per_layer=2, k=3, seed=1, tops=tops)
+    assert list(got) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    units = project_top_units(model, data, tops["conv4"], choose_maps(tops["conv4"], 2, seed=1), k=3)
+    r = projection_noise(units.projections, units.patches).flatten()
+    assert got["conv4"] == round(float(r[torch.isfinite(r)].median()), 3)
+    assert all(v > 0 for v in got.values())

@@ -15,6 +15,7 @@ from . import datasets as _datasets
 from .config import Profile, get_profile
 from .devices import resolve_device
 from .errors import ConfigError
+from .layers import eval_mode
 
 __all__ = ["evaluate", "eval_sums"]
 
@@ -25,12 +26,10 @@ def eval_sums(model: nn.Module, decoded: _data.DecodedSplit, mean: torch.Tensor,
                autocast: Callable[[], Any], batch_size: int | None = None) -> torch.Tensor:
     """[loss sum, top-1 correct, top-5 correct, count] (float64) over ``indices`` of ``decoded``;
     ``crops`` 1 (centre) or 10 (corners + centre and flips, softmax averaged)."""
-    was = model.training
-    model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     per = max(1, (batch_size or prof.batch_size) // crops)
     k5 = None
-    try:
+    with eval_mode(model):
         for s in range(0, len(indices), per):
             idx = indices[s:s + per]
             x = _data.normalize(decoded.images[idx], mean, prof.pixel_scale)
@@ -47,8 +46,6 @@ def eval_sums(model: nn.Module, decoded: _data.DecodedSplit, mean: torch.Tensor,
             hit = top == y[:, None]
             sums += torch.stack([loss.double(), hit[:, 0].sum().double(), hit.any(1).sum().double(),
                                  torch.tensor(float(n), dtype=torch.float64, device=device)])
-    finally:
-        model.train(was)
     return sums
 
 

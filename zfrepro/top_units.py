@@ -21,7 +21,8 @@ from .models import get_layer
 from .receptive import crop_patch, receptive_field
 from .scan import TopActivations, top_activations
 
-__all__ = ["UnitPatches", "project_top_units", "choose_maps", "filter_change", "evenly_spaced", "feature_evolution"]
+__all__ = ["UnitPatches", "project_top_units", "choose_maps", "median_projection_noise", "filter_change", "evenly_spaced",
+           "feature_evolution"]
 
 
 @dataclass
@@ -84,6 +85,25 @@ def project_top_units(model: nn.Module, data: Any, tops: TopActivations, maps: S
                        torch.stack(patches).reshape(shape),
                        torch.stack([tops.values[m, :k] for m in maps]),
                        torch.stack([tops.image_index[m, :k] for m in maps]))
+
+
+def median_projection_noise(model: nn.Module, data: Any, *, maps_per_layer: int = 6, k: int = 9, seed: int = 0,
+                            deconv: DeconvNet | None = None, tops: dict[str, TopActivations] | None = None,
+                            maps: dict[str, Sequence[int]] | None = None) -> dict[str, float]:
+    """Per conv layer, the median projection noise (:func:`zfrepro.structure.projection_noise`) of the
+    top-``k`` units of ``maps_per_layer`` maps chosen by :func:`choose_maps` — Fig. 2's protocol as one
+    number per layer (issue #14's measure). ``tops`` / ``maps`` reuse a scan and a choice of maps."""
+    from .structure import projection_noise
+
+    dn = deconv or DeconvNet(model)
+    tops = tops or top_activations(model, data, layers=dn.layers, k=k, progress=False)
+    out = {}
+    for layer in dn.layers:
+        chosen = maps[layer] if maps is not None else choose_maps(tops[layer], maps_per_layer, seed=seed)
+        units = project_top_units(model, data, tops[layer], chosen, k=k, deconv=dn)
+        r = projection_noise(units.projections, units.patches).flatten()
+        out[layer] = round(float(r[torch.isfinite(r)].median()), 3)
+    return out
 
 
 def filter_change(before: nn.Module, after: nn.Module, layers: Sequence[str]) -> dict[str, float]:
