@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from zfrepro import ablation
-from zfrepro.ablation import (BUDGETS, CLAIMS, VARIANTS, budget, check_claims, paper_table, summarize, variant,
-                              variant_overrides, variant_table)
+from zfrepro.ablation import (BUDGETS, CLAIMS, VARIANTS, budget, check_claims, paper_table, summarize, table3_claims,
+                              variant, variant_overrides, variant_table)
+from zfrepro.claims import claims_json
 from zfrepro.config import get_profile
 from zfrepro.deconv import DeconvError, DeconvNet
 from zfrepro.errors import ConfigError
@@ -146,12 +147,14 @@ def test_results_md_has_a_table3_section(tmp_path, monkeypatch):
     monkeypatch.setenv("ZFREPRO_RESULTS", str(tmp_path))
     assert "Table 3" not in results_markdown("x")
     table = summarize(_runs({"zfnet/baseline": (0.3, 0.4), "zfnet/maps-512-1024-512": (0.1, 0.3)}))
-    claims = check_claims(table)
+    claims = table3_claims(table)
+    assert [c.paper for c in claims] == [True] * len(CLAIMS) and [c.name for c in claims] == list(CLAIMS.values())
+    assert [c.holds for c in claims] == [check_claims(table)[c] for c in CLAIMS]
     write_results("09_ablations", {"budget": {"overrides": {"epochs": 3, "input_size": 96}, "seeds": [0, 1]},
-                                   "table": table.to_dict(orient="records"), "claims": {c: claims[c] for c in CLAIMS},
-                                   "paper_claims": {c: True for c in CLAIMS}, "claim_text": CLAIMS}, "x")
+                                   "table": table.to_dict(orient="records"), "claims": claims_json(claims)}, "x")
     md = results_markdown("x")
     assert "## Table 3 — ablations (3 epochs per run, 2 seeds per variant, 96-px crops" in md
     assert "| ZF model (Fig. 3) | Baseline | 30.5 / 33.1 | 40.5 ± 0.5 / 38.4 |" in md
-    assert f"| {CLAIMS['wider_middle_layers_help_val']} | yes | yes |" in md
-    assert f"| {CLAIMS['removing_both_costs_most']} | yes | – |" in md
+    assert f"| {CLAIMS['wider_middle_layers_help_val']} | yes | zfnet/maps-512-1024-512 -10 | yes |" in md
+    assert f"| {CLAIMS['removing_both_costs_most']} | yes | – | – |" in md
+    assert f"| {CLAIMS['wider_middle_layers_raise_gap']} | yes | zfnet/baseline gap " in md

@@ -60,28 +60,35 @@ def test_console_script_help():
 def test_results_md_puts_ours_beside_the_paper(tmp_path, monkeypatch):
     import json
 
+    from zfrepro.claims import claims_json
+    from zfrepro.correspondence import table1_claims
     from zfrepro.io import write_results
+    from zfrepro.occlusion import relative_drop_claim
     from zfrepro.results import write_results_md
+    from zfrepro.structure import structure_claim
 
     monkeypatch.setenv("ZFREPRO_RESULTS", str(tmp_path))
     write_results("07_correspondence", {"faces": 12, "n": 5, "draws": 20, "table": [
         {"part": "nose", "layer": "conv5", "mean": 0.25, "std": 0.01, "paper_mean": 0.079, "paper_std": 0.017},
         {"part": "random", "layer": "conv5", "mean": 0.3, "std": 0.02, "paper_mean": 0.107, "paper_std": 0.017}],
-        "parts_below_random": {"conv5": {"nose": True}}}, "p")
-    write_results("06_occlusion", {"occluder": 32, "stride": 8, "claim_holds": False,
-                                   "sensitivity": {"images": 10.0, "sensitive_mean": 0.4, "random_mean": 0.01}}, "p")
-    write_results("03_feature_visualization", {"arch": "zfnet", "filter_structure": {
-        "median_r2": 0.91, "share_structured": 0.875, "threshold": 0.6, "n": 48}, "layers": {"conv1": {
-            "maps": 48, "active_on_val": 47, "shown": [1, 2], "projection_noise": {"median": 1.25, "q25": 1.0, "q75": 1.5}}}}, "p")
+        "parts_below_random": {"conv5": {"nose": True}}, "claims": claims_json(table1_claims({"conv5": {"nose": True}}))}, "p")
+    write_results("06_occlusion", {"occluder": 32, "stride": 8, "claims": claims_json([relative_drop_claim(
+        {"sensitive": 0.4, "random": 0.01})]), "sensitivity": {"images": 10.0, "sensitive_mean": 0.4, "random_mean": 0.01}}, "p")
+    structure = {"median_r2": 0.91, "share_structured": 0.875, "threshold": 0.6, "n": 48}
+    write_results("03_feature_visualization", {"arch": "zfnet", "filter_structure": structure, "layers": {"conv1": {
+        "maps": 48, "active_on_val": 47, "shown": [1, 2], "projection_noise": {"median": 1.25, "q25": 1.0, "q75": 1.5}}},
+        "claims": claims_json([structure_claim(structure)])}, "p")
     (tmp_path / "p" / "broken.json").write_text("{not json")
     path = write_results_md("p")
     text = path.read_text()
     assert path == tmp_path / "p" / "RESULTS.md"
     assert "| nose | conv5 | 0.079 ± 0.017 | 0.250 ± 0.010 |" in text
-    assert "| conv5 | yes |" in text and "| claim holds (median relative drop ≥ 0.5 sensitive, ≤ 0.2 random) | yes | **no** |" in text
+    assert "| conv5: every part below random | every part below random (layer 5: 0.067-0.079 vs 0.107) | nose yes | yes |" in text
+    assert ("| median relative drop ≥ 0.5 sensitive, ≤ 0.2 random | the class depends on covering the object, not any part "
+            "of the image | random 0.01, sensitive 0.4 | **no** |") in text
     assert "| conv1 | 48 | 47 | 1, 2 | 1.25 [1.00, 1.50] |" in text
-    assert "| share with structure R² ≥ 0.6 | oriented edges and colour blobs (Fig. 2, 6c) | 0.88 |" in text
-    assert "(≥ 85 % with R² ≥ 0.6) | yes |" in text
+    assert "| share with structure R² ≥ 0.6 | 0.88 |" in text
+    assert "(≥ 85 % with R² ≥ 0.6) | oriented edges and colour blobs (Fig. 2, 6c) | 0.875 | yes |" in text
     assert "Fig. 6" not in text  # no notebook 01 results: no section
     assert json.loads((tmp_path / "p" / "06_occlusion.json").read_text())["occluder"] == 32
 

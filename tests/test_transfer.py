@@ -190,10 +190,18 @@ def test_claims_follow_the_numbers():
               zip(["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"], [40, 50, 60, 65, 70, 72, 71])]
     good = {"pretrained": {30: {"mean": 70.0, "std": 1.0}}, "non-pretrained": {30: {"mean": 40.0, "std": 2.0}}}
     claims = T.transfer_claims(table7, good)
-    assert all(claims.values()) and len(claims) == 2
+    assert [c.holds for c in claims] == [True, True] and [c.figure for c in claims] == ["Table 7", "Table 4"]
+    assert claims[0].ours["conv5"] == 70 and claims[1].ours == (70.0, 40.0) and claims[1].paper == (86.5, 46.5)
     table7[2]["mean"] = 45  # conv3 below conv2
     close = {"pretrained": {30: {"mean": 42.0, "std": 1.0}}, "non-pretrained": {30: {"mean": 40.0, "std": 2.0}}}
-    assert not any(T.transfer_claims(table7, close).values())
+    assert [c.holds for c in T.transfer_claims(table7, close)] == [False, False]
+    table7[2]["mean"] = 60
+    table7[4]["mean"] = 80  # best at conv5, rising: holds; best at conv2: does not
+    assert T.transfer_claims(table7, {})[0].holds and len(T.transfer_claims(table7, {})) == 1
+    table7[1]["mean"] = 90
+    assert T.transfer_claims(table7, {})[0].holds is False
+    # the JSON round trip keeps the string keys of a results file working
+    assert T.transfer_claims(table7, {"pretrained": {"15": {"mean": 30.0}}, "non-pretrained": {"15": {"mean": 10.0}}})[1].holds
 
 
 def test_plans_and_scratch_profile():

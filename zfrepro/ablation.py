@@ -31,7 +31,7 @@ from .config import Profile
 from .errors import ConfigError
 
 __all__ = ["Variant", "VARIANTS", "BUDGETS", "variant", "budget", "variant_overrides", "run_grid",
-           "summarize", "paper_table", "check_claims", "CLAIMS", "TABLE2_B", "variant_table", "plot_table3"]
+           "summarize", "paper_table", "check_claims", "table3_claims", "CLAIMS", "TABLE2_B", "variant_table", "plot_table3"]
 
 
 @dataclass(frozen=True)
@@ -282,6 +282,32 @@ def check_claims(table: "Any") -> dict[str, Any]:
                                                 > float(t.loc[z + "maps-512-1024-512", "gap"]))
     out["deltas"] = {k: round(v, 2) for k, v in deltas.items()}
     return out
+
+
+def table3_claims(table: "Any", paper: "Any | None" = None) -> list[Any]:
+    """§4.1's claims (:data:`CLAIMS`, tested by :func:`check_claims`) on our :func:`summarize` table as
+    :class:`~zfrepro.claims.Claim` records: ``paper`` is whether the same test holds on the paper's own
+    Table 3 (:func:`paper_table`, or ``paper``), ``ours`` our val top-1 error of each variant the claim
+    compares minus its family baseline's (points), or for the train/val gap claims each variant's gap."""
+    from .claims import Claim
+
+    ours, theirs = check_claims(table), check_claims(paper if paper is not None else paper_table())
+    involved = {
+        "fc_removal_costs_little": ("alexnet/remove-7", "alexnet/remove-6-7", "alexnet/remove-3-4-6-7"),
+        "middle_conv_removal_costs_more": ("alexnet/remove-3-4", "alexnet/remove-6-7"),
+        "removing_both_costs_most": ("alexnet/remove-3-4-6-7",),
+        "fc_width_makes_little_difference": ("alexnet/fc-2048", "alexnet/fc-8192", "zfnet/fc-2048", "zfnet/fc-8192"),
+        "wider_middle_layers_help_val": ("zfnet/maps-512-1024-512",),
+        "wider_middle_layers_raise_gap": ("zfnet/maps-512-1024-512",),
+        "wider_fc_and_maps_overfit": ("zfnet/maps-512-1024-512", "zfnet/fc-8192-maps-512-1024-512"),
+    }
+    gaps = table.set_index("key")["gap"].round(2).to_dict() if "gap" in table else {}
+    gap_claims = {"wider_middle_layers_raise_gap": ("zfnet/baseline", "zfnet/maps-512-1024-512"),
+                  "wider_fc_and_maps_overfit": involved["wider_fc_and_maps_overfit"]}
+    return [Claim("Table 3", text, theirs[c],
+                  {f"{k} gap": gaps[k] for k in gap_claims[c] if k in gaps} if c in gap_claims else
+                  {k: ours["deltas"][k] for k in involved[c] if k in ours["deltas"]}, ours[c])
+            for c, text in CLAIMS.items()]
 
 
 def variant_table(profile: str | Profile = "default", num_classes: int = 10) -> "Any":

@@ -364,8 +364,8 @@ def table1_claims(below: dict[str, dict[str, bool]]) -> list[Any]:
     """Table 1's claim per layer on :func:`parts_below_random`: every part's Δ is below random."""
     from .claims import Claim
 
-    return [Claim("Table 1", ly, "every part below random (layer 5: 0.067-0.079 vs 0.107)", v, all(v.values()))
-            for ly, v in below.items()]
+    return [Claim("Table 1", f"{ly}: every part below random", "every part below random (layer 5: 0.067-0.079 vs 0.107)",
+                  v, all(v.values())) for ly, v in below.items()]
 
 
 def table1_view(table: Any) -> Any:

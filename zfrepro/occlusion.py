@@ -20,7 +20,7 @@ from .incremental import IncrementalFeatures, supports_incremental
 from .layers import LayerStack, eval_mode
 
 __all__ = ["OcclusionResult", "occlusion_maps", "occluder_positions", "sensitivity_drop", "drop_summary",
-           "occlusion_claim", "SENSITIVE_RELATIVE_DROP", "RANDOM_RELATIVE_DROP"]
+           "occlusion_claim", "relative_drop_claim", "SENSITIVE_RELATIVE_DROP", "RANDOM_RELATIVE_DROP"]
 
 #: Fig. 7's claim holds when the median relative drop of P(correct class) is at least this at the most
 #: sensitive occluder position ...
@@ -179,13 +179,19 @@ def drop_summary(df: Any, confidence: float = 0.95, resamples: int = 2000, seed:
 def occlusion_claim(drops: Any) -> tuple[dict[str, float], Any]:
     """Fig. 7's claim on a :func:`sensitivity_drop` table: ``({"sensitive": m, "random": m'}, Claim)``,
     the median relative drops of P(correct) (drop / p0) at the most sensitive and at a random position,
-    and whether ``m`` ≥ :data:`SENSITIVE_RELATIVE_DROP` and ``m'`` ≤ :data:`RANDOM_RELATIVE_DROP`."""
+    and :func:`relative_drop_claim` on them."""
+    rel = {"sensitive": float((drops.drop_max / drops.p0).median()), "random": float((drops.drop_random / drops.p0).median())}
+    return rel, relative_drop_claim(rel)
+
+
+def relative_drop_claim(rel: dict[str, float]) -> Any:
+    """Fig. 7's claim on the median relative drops ``{"sensitive": m, "random": m'}``: it holds when
+    ``m`` ≥ :data:`SENSITIVE_RELATIVE_DROP` and ``m'`` ≤ :data:`RANDOM_RELATIVE_DROP`."""
     from .claims import Claim
 
-    rel = {"sensitive": float((drops.drop_max / drops.p0).median()), "random": float((drops.drop_random / drops.p0).median())}
     holds = rel["sensitive"] >= SENSITIVE_RELATIVE_DROP and rel["random"] <= RANDOM_RELATIVE_DROP
-    return rel, Claim("Fig. 7", occlusion_claim_name(), "the class depends on covering the object, not any part of the image",
-                      rel, bool(holds))
+    return Claim("Fig. 7", occlusion_claim_name(), "the class depends on covering the object, not any part of the image",
+                 dict(rel), bool(holds))
 
 
 def occlusion_claim_name() -> str:

@@ -48,11 +48,35 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _claims_table(claims: list[Any], header: str = "paper's claim") -> str:
-    """A "paper's claim | holds" table of :class:`~zfrepro.claims.Claim` records."""
-    from .claims import claims_rows
+class _Claims:
+    """Every notebook's :class:`~zfrepro.claims.Claim` records (its results file's ``"claims"``), handed
+    out by figure: :meth:`table` renders one figure's claims where its section stands, and
+    :meth:`rest` the claims of figures that no section rendered (a notebook this module does not know)."""
 
-    return _table([header, "holds"], claims_rows(claims))
+    def __init__(self, r: dict[str, Any], output: str) -> None:
+        from .claims import read_claims
+
+        self.by_figure: dict[str, list[Any]] = {}
+        for nb, values in r.items():
+            records = values.get("claims") if isinstance(values, dict) else None
+            for c in read_claims(records, f"results/{output}/{nb}.json"):
+                self.by_figure.setdefault(c.figure, []).append(c)
+        self.shown: set[str] = set()
+
+    def table(self, *figures: str, header: str = "paper's claim") -> str:
+        """The claims of ``figures`` as one "paper's claim | paper | ours | holds" table ("" if none)."""
+        from .claims import format_value
+
+        self.shown.update(figures)
+        claims = [c for f in figures for c in self.by_figure.get(f, [])]
+        if not claims:
+            return ""
+        return "\n\n" + _table([header, "paper", "ours", "holds"],
+                                [[c.name, format_value(c.paper), format_value(c.ours), c.holds] for c in claims])
+
+    def rest(self) -> list[str]:
+        """A section per figure whose claims no section has rendered."""
+        return [f"## {f} — claims" + self.table(f) + "\n" for f in list(self.by_figure) if f not in self.shown]
 
 
 def results_markdown(output: str = "default", notes: dict[str, str] | None = None) -> str:
@@ -72,21 +96,18 @@ def results_markdown(output: str = "default", notes: dict[str, str] | None = Non
     if model:
         parts.append(f"Model: `{model['arch']}`, " + (f"weights `{model['weights']}`" if model.get("weights")
                                                        else "the profile's own trained run") + ".\n")
+    claims = _Claims(r, output)
     a = r.get("01_architecture", {})
     if "fig3" in a:
-        from .models import map_size_claim
-
-        sizes = map_size_claim(a["fig3"].get("sizes", {}))
-        parts.append("## Fig. 3 — architecture\n\n" + _table(["", "paper", "ours", "holds"], [
-            [sizes.name, sizes.paper, sizes.ours, sizes.holds],
-            ["parameters (1000 classes)", "not stated", f"{a['fig3'].get('parameters', 0):,}", None]]) + "\n")
+        parts.append("## Fig. 3 — architecture\n\n" + _table(["", "paper", "ours"], [
+            ["parameters (1000 classes)", "not stated", f"{a['fig3'].get('parameters', 0):,}"]]) + claims.table("Fig. 3") + "\n")
     if "fig6" in a:
         f6 = a["fig6"]
         rows = [[t.get("network"), t.get("val top-1"), t.get("dead conv1 filters"), t.get("top-5% energy"),
                  t.get("HF share conv1 filters"), t.get("HF share conv2 projections")] for t in f6.get("table", [])]
         parts.append(f"## Fig. 6 — renormalisation and aliasing ({f6.get('epochs')} epochs each)\n\n" + _table(
             ["network", "val top-1", "dead conv1 filters", "top-5% filter energy", "HF share conv1", "HF share conv2 proj."],
-            rows) + "\n\n" + _table(["paper's claim", "holds"], [[k, v] for k, v in f6.get("claims", {}).items()]) + "\n")
+            rows) + claims.table("Fig. 6") + "\n")
     d = r.get("02_deconvnet")
     if d:
         parts.append("## Fig. 1 — deconvnet\n\n" + _table(["check", "expected", "ours"], [
@@ -103,28 +124,17 @@ def results_markdown(output: str = "default", notes: dict[str, str] | None = Non
                 for k, v in layers.items()]) + "\n")
         st = f.get("filter_structure")
         if st:
-            from .structure import structure_claim
-
-            claim = structure_claim(st)
-            parts.append(_table(["layer-1 filters (Gabor/blob fit of the dominant colour pattern)", "paper", "ours"], [
-                [f"share with structure R² ≥ {st.get('threshold')}", claim.paper, _f(st.get("share_structured"), 2)],
-                ["median R²", "–", _f(st.get("median_r2"), 2)]]) + "\n\n" + _claims_table([claim]) + "\n")
+            parts.append(_table(["layer-1 filters (Gabor/blob fit of the dominant colour pattern)", "ours"], [
+                [f"share with structure R² ≥ {st.get('threshold')}", _f(st.get("share_structured"), 2)],
+                ["median R²", _f(st.get("median_r2"), 2)]]) + claims.table("Fig. 2") + "\n")
     e = r.get("04_training_evolution")
     if e:
-        parts.append(f"## Fig. 4 — feature evolution (snapshots {e.get('epochs')})\n\n" + _table(["paper's claim", "holds"], [
-            ["lower layers settle before upper ones (filter change over the last interval, conv1 < conv5)",
-             e.get("lower_layers_settle_first")]]) + "\n")
+        parts.append(f"## Fig. 4 — feature evolution (snapshots {e.get('epochs')})" + claims.table("Fig. 4") + "\n")
     v = r.get("05_invariance")
     if v:
-        from .invariance import invariance_claims
-
-        parts.append("## Fig. 5 — invariance\n\n" + _claims_table(invariance_claims(
-            v.get("layer1_moves_more_than_layer7", {}),
-            {r["transformation"]: r["mean |ΔP(true)| over the range"] for r in v.get("summary", [])})) + "\n")
+        parts.append("## Fig. 5 — invariance" + claims.table("Fig. 5") + "\n")
     o = r.get("06_occlusion")
     if o:
-        from .occlusion import occlusion_claim_name
-
         s = o.get("sensitivity", {})
         parts.append(f"## Fig. 7 — occlusion ({o.get('occluder')}-px square, stride {o.get('stride')}, "
                      f"{int(s.get('images', 0))} val images)\n\n" + _table(["", "paper", "ours (95% CI)"], [
@@ -132,8 +142,8 @@ def results_markdown(output: str = "default", notes: dict[str, str] | None = Non
                           f"{_f(s.get('sensitive_mean'))} [{_f(s.get('sensitive_ci_low'))}, {_f(s.get('sensitive_ci_high'))}]"],
                          ["drop of P(correct), random position", "small (qualitative)",
                           f"{_f(s.get('random_mean'))} [{_f(s.get('random_ci_low'))}, {_f(s.get('random_ci_high'))}]"],
-                         ["projection noise of column (c') (median [IQR])", "~1 (crisp)", _iqr(o.get("projection_noise"))],
-                         [f"claim holds ({occlusion_claim_name()})", "yes", o.get("claim_holds")]]) + "\n")
+                         ["projection noise of column (c') (median [IQR])", "~1 (crisp)", _iqr(o.get("projection_noise"))]])
+                     + claims.table("Fig. 7") + "\n")
     c = r.get("07_correspondence")
     if c and c.get("skipped"):
         parts.append(f"## Table 1 — correspondence\n\n**Skipped** on this dataset: {c['skipped']}\n")
@@ -142,14 +152,12 @@ def results_markdown(output: str = "default", notes: dict[str, str] | None = Non
         for t in c.get("table", []):
             rows.append([t["part"], t["layer"], f"{_f(t.get('paper_mean'))} ± {_f(t.get('paper_std'))}",
                          f"{_f(t.get('mean'))} ± {_f(t.get('std'))}"])
-        from .correspondence import table1_claims
-
-        below = c.get("parts_below_random", {})
         parts.append(f"## Table 1 — correspondence ({c.get('faces')} annotated faces, draws of {c.get('n')}, "
-                     f"{c.get('draws')} draws)\n\n" + _table(["part", "layer", "paper Δ", "ours Δ"], rows) + "\n\n"
-                     + _claims_table(table1_claims(below), "paper's claim: every part below random") + "\n")
-    parts.extend(filter(None, [_transfer_section(r)]))  # notebook 08
-    parts.extend(filter(None, [_ablation_section(r)]))  # notebook 09
+                     f"{c.get('draws')} draws)\n\n" + _table(["part", "layer", "paper Δ", "ours Δ"], rows)
+                     + claims.table("Table 1") + "\n")
+    parts.extend(filter(None, [_transfer_section(r, claims)]))  # notebook 08
+    parts.extend(filter(None, [_ablation_section(r, claims)]))  # notebook 09
+    parts.extend(claims.rest())
     return "\n".join(parts)
 
 
@@ -167,7 +175,7 @@ def _pm(v: dict[str, Any] | None) -> str:
     return f"{v['mean']:.1f} ± {v.get('std', 0.0):.1f}" + ("" if n == 5 else f" ({n} fold{'' if n == 1 else 's'})")
 
 
-def _transfer_section(r: dict[str, Any]) -> str | None:
+def _transfer_section(r: dict[str, Any], claims: _Claims) -> str | None:
     """Tables 4 and 7 (notebook 08): Caltech-101 mean per-class accuracy, ours beside the paper's."""
     t = r.get("08_feature_generalization") or {}
     if not t.get("table7"):
@@ -194,20 +202,18 @@ def _transfer_section(r: dict[str, Any]) -> str | None:
             "same number of updates at every size (" + ", ".join(
                 f"{(t.get('table4', {}).get('non-pretrained', {}).get(str(n)) or {}).get('epochs', '?')} epochs at {n}/class"
                 for n in sizes) + f"), on {plan.get('scratch_folds')} fold(s).\n")
-    claims = _table(["paper's claim (§5.2)", "holds"], [[k, v] for k, v in t.get("claims", {}).items()])
     return (head + _table(["method"] + [f"{w} {n}/class" for n in sizes for w in ("paper", "ours")], t4) + "\n\n"
-            + note + f"\n## Table 7 — a classifier on each layer (Caltech-101, {largest} per class)\n\n"
-            + _table(["classifier (layer)", "paper", "ours"], rows7) + "\n\n" + claims + "\n")
+            + note.rstrip("\n") + claims.table("Table 4", header="paper's claim (§5.2)") + "\n"
+            + f"\n## Table 7 — a classifier on each layer (Caltech-101, {largest} per class)\n\n"
+            + _table(["classifier (layer)", "paper", "ours"], rows7) + claims.table("Table 7", header="paper's claim (§5.2)") + "\n")
 
 
-def _ablation_section(r: dict[str, Any]) -> str | None:
+def _ablation_section(r: dict[str, Any], claims: _Claims) -> str | None:
     """Table 3 (notebook 09): per variant our train / val top-1 and val top-5 errors (mean over seeds, val
     ± half the seed spread) beside the paper's, and the claims of §4.1 on ours and on the paper's own table."""
     a = r.get("09_ablations") or {}
     if not a.get("table"):
         return None
-    from .ablation import CLAIMS
-
     b = a.get("budget", {})
     over, n_seeds = b.get("overrides", {}), len(b.get("seeds", []))
     ep = over.get("epochs", "?")
@@ -223,8 +229,5 @@ def _ablation_section(r: dict[str, Any]) -> str | None:
              f"{_f(t.get('val_top5_err'), 1)} / {_f(t.get('paper_val_top5_err'), 1)}"] for t in a["table"]]
     table = _table(["family", "variant", "train top-1 (ours / paper)", "val top-1 (ours ± half the seed spread / paper)",
                     "val top-5 (ours / paper)"], rows)
-    ours, paper, text = a.get("claims", {}), a.get("paper_claims", {}), a.get("claim_text", {})
-    order = [c for c in CLAIMS if c in ours] + [c for c in ours if c not in CLAIMS]
-    claims = _table(["paper's claim (§4.1)", "holds on the paper's table", "holds for ours"],
-                    [[text.get(c, c), paper.get(c), ours[c]] for c in order])
-    return head + "\n" + table + "\n\n" + claims + "\n"
+    return (head + "\n" + table + claims.table("Table 3", header="paper's claim (§4.1); paper: holds on its own Table 3")
+            + "\n")

@@ -21,8 +21,8 @@ from .models import get_layer
 from .receptive import crop_patch, receptive_field
 from .scan import TopActivations, top_activations
 
-__all__ = ["UnitPatches", "project_top_units", "choose_maps", "median_projection_noise", "filter_change", "evenly_spaced",
-           "feature_evolution"]
+__all__ = ["UnitPatches", "project_top_units", "choose_maps", "median_projection_noise", "filter_change", "evolution_claim",
+           "evenly_spaced", "feature_evolution"]
 
 
 @dataclass
@@ -116,6 +116,22 @@ def filter_change(before: nn.Module, after: nn.Module, layers: Sequence[str]) ->
         cos = torch.nn.functional.cosine_similarity(a, b, dim=1)
         out[name] = float(1.0 - cos.mean())
     return out
+
+
+def evolution_claim(changes: dict[Any, dict[str, float]], lower: str = "conv1", upper: str = "conv5") -> "Any":
+    """Fig. 4's claim on :func:`filter_change` results (``changes``: epoch → layer → change since the
+    previous snapshot): over the last interval the ``lower`` layer's filters change less than the
+    ``upper`` layer's ("lower layers converge within a few epochs, upper ones only after 40-50");
+    ``holds`` is None with no interval or without both layers."""
+    from .claims import Claim
+
+    name = f"lower layers settle before upper ones (filter change over the last interval, {lower} < {upper})"
+    paper = "lower layers converge within a few epochs; upper layers only after 40-50"
+    last = changes[max(changes, key=int)] if changes else {}
+    if lower not in last or upper not in last:
+        return Claim("Fig. 4", name, paper, None, None)
+    ours = (float(last[lower]), float(last[upper]))
+    return Claim("Fig. 4", name, paper, ours, bool(ours[0] < ours[1]))
 
 
 def evenly_spaced(n: int, limit: int) -> list[int]:

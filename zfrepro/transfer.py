@@ -603,25 +603,33 @@ def training_overlap(caltech: "Any", profile: Any, arch: str = "zfnet", data_roo
 # ----------------------------------------------------------------------------- claims
 
 
-def transfer_claims(table7: Sequence[dict[str, Any]], table4: dict[str, dict[int, dict[str, float]]]) -> dict[str, bool]:
-    """The paper's §5.2 claims, checked on our numbers:
+def transfer_claims(table7: Sequence[dict[str, Any]], table4: dict[Any, dict[Any, dict[str, float]]]) -> list[Any]:
+    """The paper's §5.2 claims, checked on our numbers, as :class:`~zfrepro.claims.Claim` records:
 
-    - "features get better with depth": for each classifier, accuracy rises from layer 1 to layer 5
-      and the best layer is layer 5 or above (SVM(5) 86.2 and SVM(7) 85.5 in the paper);
-    - "pretrained ≫ from scratch": at every training size the pretrained row beats the
+    - Table 7, "features get better with depth": for each classifier, accuracy rises from layer 1 to
+      layer 5 and the best layer is layer 5 or above (SVM(5) 86.2 and SVM(7) 85.5 in the paper);
+    - Table 4, "pretrained ≫ from scratch": at every training size the pretrained row beats the
       non-pretrained one by more than the sum of their fold spreads (2 std)."""
-    claims: dict[str, bool] = {}
+    from .claims import Claim
+
+    claims: list[Claim] = []
     for kind in sorted({r["kind"] for r in table7}):
         rows = [r for r in table7 if r["kind"] == kind]
         means = [r["mean"] for r in rows]
         conv = [r["mean"] for r in rows if r["layer"].startswith("conv")]
         best = rows[int(np.argmax(means))]["layer"]
         later = [r["layer"] for r in rows][min(4, len(rows) - 1):]
-        claims[f"{kind}: accuracy rises with depth up to layer 5 or 7"] = bool(
-            len(conv) >= 2 and all(b > a for a, b in zip(conv, conv[1:])) and best in later)
-    pre, scratch = table4.get("pretrained", {}), table4.get("non-pretrained", {})
+        paper = " → ".join(f"{PAPER_TABLE7[(kind, i)][0]:.1f}" for i in range(1, 8) if (kind, i) in PAPER_TABLE7)
+        claims.append(Claim("Table 7", f"{kind}: accuracy rises with depth up to layer 5 or 7",
+                            f"layers {', '.join(str(i) for i in range(1, 8) if (kind, i) in PAPER_TABLE7)}: {paper}",
+                            {r["layer"]: round(float(r["mean"]), 1) for r in rows},
+                            bool(len(conv) >= 2 and all(b > a for a, b in zip(conv, conv[1:])) and best in later)))
+    pre = {int(k): v for k, v in table4.get("pretrained", {}).items()}
+    scratch = {int(k): v for k, v in table4.get("non-pretrained", {}).items()}
     for n in sorted(set(pre) & set(scratch)):
         p, s = pre[n], scratch[n]
-        claims[f"{n}/class: pretrained beats from scratch by more than 2 std"] = bool(
-            p["mean"] - s["mean"] > 2 * (p.get("std", 0.0) + s.get("std", 0.0)))
+        paper = (PAPER_TABLE4["pretrained"][n][0], PAPER_TABLE4["non-pretrained"][n][0]) if n in PAPER_TABLE4["pretrained"] else None
+        claims.append(Claim("Table 4", f"{n}/class: pretrained beats from scratch by more than 2 std", paper,
+                            (round(float(p["mean"]), 1), round(float(s["mean"]), 1)),
+                            bool(p["mean"] - s["mean"] > 2 * (p.get("std", 0.0) + s.get("std", 0.0)))))
     return claims
