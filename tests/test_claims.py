@@ -87,7 +87,7 @@ def test_claims_json_round_trip_and_bad_records():
     with pytest.raises(ConfigError, match="keys figure, name, paper, ours, holds"):
         read_claims([{"name": "x", "holds": True}])
     assert [format_value(v) for v in (None, True, False, 0.123456, (1.0, 2.5), {"a": 1}, "t", float("nan"))] == [
-        "–", "yes", "no", "0.123", "1 vs 2.5", "a 1", "t", "–"]
+        "–", "yes", "no", "0.123", "1 vs 2.5", "a 1", "t", "–"] and format_value({}) == format_value([]) == "–"
 
 
 def test_results_md_renders_the_claims_from_the_json(tmp_path, monkeypatch):

@@ -78,8 +78,8 @@ def read_claims(records: Any, source: str = "a results file") -> list[Claim]:
 
 def format_value(v: Any, digits: int = 3) -> str:
     """A claim's ``paper`` or ``ours`` value as one short table cell: numbers to ``digits`` significant
-    digits, pairs as ``a vs b``, dicts as ``key value`` pairs, booleans yes/no, ``None`` as –."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    digits, pairs as ``a vs b``, dicts as ``key value`` pairs, booleans yes/no, ``None`` or an empty one as –."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, (list, tuple, dict)) and not v):
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
