@@ -417,7 +417,10 @@ def test_ctrl_c_of_reproduce_prints_one_line_and_no_kernel_traceback(data_root, 
     env = dict(os.environ, ZFREPRO_HOME=str(root), ZFREPRO_DATA=str(data_root), PYTHONUNBUFFERED="1",
                ZFREPRO_RUNS=str(tmp_path / "runs"))
     env.pop("ZFREPRO_RESULTS", None)
+    # a terminal's Ctrl-C: SIGINT handled as by default, even where this test runs as a background job of a
+    # non-interactive shell (which starts its children with SIGINT ignored, and Python keeps it ignored)
     proc = subprocess.Popen(_reproduce_cmd("--only", "01"), env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     copy = root / "build" / "smoke" / "01_architecture.ipynb"
     deadline = time.monotonic() + 120
