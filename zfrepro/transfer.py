@@ -13,9 +13,10 @@ module:
   (:func:`zfrepro.data.decode_split`); :func:`caltech_inputs` preprocesses them the way the
   network was trained (its own training mean, scale and crop).
 - :func:`layer_features` reads every layer's rectified output in one forward pass per batch,
-  max-pooled over a fixed spatial grid; :func:`evaluate_layers` fits scikit-learn's ``LinearSVC``
-  ("SVM") and multinomial ``LogisticRegression`` ("softmax") on standardised features and scores
-  them by mean per-class accuracy over the folds.
+  max-pooled over a fixed spatial grid; :func:`evaluate_layers` fits the objectives of
+  scikit-learn's ``LinearSVC`` ("SVM") and multinomial ``LogisticRegression`` ("softmax") on
+  standardised features (:mod:`zfrepro.linear`) and scores them by mean per-class accuracy over the
+  folds.
 - :func:`train_from_scratch` trains the same architecture on one fold's training images with the
   package's own :func:`zfrepro.train.train` (the "non-pretrained" row).
 - :func:`find_overlap` looks for Caltech images that also appear in the network's training set by
@@ -50,6 +51,7 @@ __all__ = [
     "CALTECH_FOLDER", "BACKGROUND", "PAPER_TABLE4", "PAPER_TABLE7", "TransferPlan", "TRANSFER_PLANS", "transfer_plan",
     "resolve_caltech_root", "caltech_categories", "caltech_splits", "decode_caltech", "caltech_inputs",
     "feature_layers", "layer_features", "per_class_accuracy", "fit_classifier", "evaluate_layers",
+    "pretrained_row",
     "scratch_profile", "train_from_scratch", "scratch_row", "thumbnails", "best_matches", "find_overlap", "training_overlap",
     "transfer_claims", "plan_dict", "caltech_inputs_size", "table7_frame", "table4_frame",
 ]
@@ -343,28 +345,14 @@ def per_class_accuracy(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int]
     return float(np.mean([(p[t == c] == c).mean() for c in np.unique(t)]))
 
 
-def fit_classifier(kind: str, x: np.ndarray, y: np.ndarray, C: float, seed: int = 0) -> Any:
-    """A scikit-learn pipeline fitted on ``(x, y)``: per-feature standardisation, then ``LinearSVC``
-    (``kind="svm"``, one-vs-rest, squared hinge) or multinomial ``LogisticRegression``
-    (``kind="softmax"``, L-BFGS) with inverse regularisation ``C``."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
+def fit_classifier(kind: str, x: np.ndarray, y: np.ndarray, C: float) -> Any:
+    """Table 7's classifier ``kind`` fitted on ``(x, y)``: per-feature standardisation, then the objective
+    of scikit-learn's ``LinearSVC`` (``kind="svm"``, one-vs-rest, squared hinge) or multinomial
+    ``LogisticRegression`` (``kind="softmax"``) with inverse regularisation ``C``, solved to its unique
+    minimiser by :func:`zfrepro.linear.fit_linear_classifier`."""
+    from .linear import fit_linear_classifier
 
-    if kind == "svm":
-        clf = LinearSVC(C=C, dual=True, max_iter=5000, random_state=seed)
-    elif kind == "softmax":
-        clf = LogisticRegression(C=C, max_iter=1000, random_state=seed)
-    else:
-        raise ConfigError(f"unknown classifier {kind!r}: use svm or softmax")
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # the iteration caps are ample; the score is what counts
-        return make_pipeline(StandardScaler(), clf).fit(x, y)
+    return fit_linear_classifier(kind, x, y, C)
 
 
 def _score(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
@@ -375,17 +363,14 @@ def _score(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
 
 def evaluate_layers(features: dict[str, torch.Tensor], labels: Sequence[int] | torch.Tensor, paths: Sequence[str],
                     splits: Sequence[tuple[list[str], list[str]]], kinds: Sequence[str] = ("svm", "softmax"),
-                    C: dict[str, float] | None = None, n_jobs: int = 0, progress: bool = True) -> list[dict[str, Any]]:
+                    C: dict[str, float] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Mean per-class accuracy (%) of each classifier kind on each layer's features, per fold (Table 7;
     Table 4's pretrained row is the softmax on layer 7).
 
     ``features[layer]`` has one row per image of ``paths`` (relative paths, the decode order), labelled
-    ``labels``; each split is a fold's ``(train paths, test paths)``. The fits run in ``n_jobs``
-    processes (0: one per core for training sets of 500 images or more, else this process); results do
-    not depend on ``n_jobs``. Returns one
+    ``labels``; each split is a fold's ``(train paths, test paths)``. The fits run one after another,
+    each on every core (:func:`fit_classifier`). Returns one
     row per (kind, layer): ``{"kind", "layer", "folds": [acc, ...], "mean", "std"}`` (std over folds, ddof 0)."""
-    from joblib import Parallel, delayed
-
     index = {p: i for i, p in enumerate(paths)}
     y = np.asarray(labels)
     C = {**TRANSFER_PLANS["default"].C, **(C or {})}
@@ -393,11 +378,8 @@ def evaluate_layers(features: dict[str, torch.Tensor], labels: Sequence[int] | t
     jobs = [(kind, layer, f) for kind in kinds for layer in features for f in range(len(folds))]
     arrays = {layer: feat.numpy() for layer, feat in features.items()}
     t0 = time.monotonic()
-    if not n_jobs:  # worker processes pay off for real folds; tiny ones (smoke, tests) run in this process
-        n_jobs = (os.cpu_count() or 1) if max(len(tr) for tr, _ in folds) >= 500 else 1
-    scores = Parallel(n_jobs=n_jobs, verbose=5 if progress and n_jobs > 1 else 0)(
-        delayed(_score)(kind, arrays[layer][folds[f][0]], y[folds[f][0]], arrays[layer][folds[f][1]],
-                        y[folds[f][1]], C[kind]) for kind, layer, f in jobs)
+    scores = [_score(kind, arrays[layer][folds[f][0]], y[folds[f][0]], arrays[layer][folds[f][1]], y[folds[f][1]],
+                     C[kind]) for kind, layer, f in jobs]
     acc: dict[tuple[str, str], list[float]] = {}
     for (kind, layer, _), a in zip(jobs, scores):
         acc.setdefault((kind, layer), []).append(float(a))
@@ -406,6 +388,24 @@ def evaluate_layers(features: dict[str, torch.Tensor], labels: Sequence[int] | t
     if progress:
         print(f"{len(jobs)} fits in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
     return rows
+
+
+def pretrained_row(features: dict[str, torch.Tensor], labels: Sequence[int] | torch.Tensor, paths: Sequence[str],
+                   splits: dict[int, Sequence[tuple[list[str], list[str]]]], layer: str,
+                   C: dict[str, float] | None = None, *, scored: dict[int, Sequence[dict[str, Any]]] | None = None,
+                   progress: bool = True) -> dict[int, dict[str, Any]]:
+    """Table 4's "pretrained" row: the softmax on ``layer``'s frozen features at each training size of
+    ``splits`` (a row of :func:`evaluate_layers`). Where ``scored[n]`` — Table 7's rows, fitted on the
+    same folds ``splits[n]`` — already holds the softmax on ``layer``, that row is used as it is instead
+    of fitting the same classifiers twice."""
+    if layer not in features:
+        raise ConfigError(f"no features for layer {layer!r}: the features hold {', '.join(features)}")
+    out: dict[int, dict[str, Any]] = {}
+    for n, sp in splits.items():
+        known = [r for r in (scored or {}).get(n, ()) if r["kind"] == "softmax" and r["layer"] == layer]
+        out[n] = known[0] if known else evaluate_layers({layer: features[layer]}, labels, paths, sp,
+                                                        kinds=("softmax",), C=C, progress=progress)[0]
+    return out
 
 
 def table7_frame(rows: Sequence[dict[str, Any]], per_class: int) -> "Any":
