@@ -4,7 +4,10 @@ through the same convolutional stack.
 Both run over the same model-ready validation images, in the same batches, side by side in one run
 (alternating blocks so that other load on a shared machine hits both alike). The scan does one forward
 per batch for all five layers and keeps a running top-k per feature map. Goal: the scan costs at most
-15 % over inference (ratio scan / forward ≤ 1.15).
+15 % over inference (ratio scan / forward ≤ 1.15), both in the scan's memory layout
+(:func:`zfrepro.devices.inference_layout`: channels-last on the CPU). A second row times the scan
+against the same scan with NCHW batches (the layout before issue #18), alternating likewise: goal
+channels-last ≥ 1.1× faster on the CPU.
 
     python benchmarks/bench_scan.py [--quick] [--profile default] [--images N]
 """
@@ -21,12 +24,15 @@ from torch.utils.data import DataLoader, Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from zfrepro import scan as zscan  # noqa: E402
 from zfrepro.config import get_profile  # noqa: E402
+from zfrepro.devices import inference_layout  # noqa: E402
 from zfrepro.data import load_split  # noqa: E402
 from zfrepro.models import init_weights, zfnet  # noqa: E402
 from zfrepro.scan import top_activations  # noqa: E402
 
 GOAL = 1.15
+LAYOUT_GOAL = 1.1
 
 
 def run(quick: bool = False, *, profile: str = "default", images: int | None = None, batch_size: int = 64,
@@ -47,28 +53,43 @@ def run(quick: bool = False, *, profile: str = "default", images: int | None = N
         t = time.perf_counter()
         with torch.no_grad():
             for x in batches:
-                model.features(x)
+                model.features(inference_layout(x))
         return time.perf_counter() - t
 
-    def scan() -> float:
-        t = time.perf_counter()
-        top_activations(model, [(x, None) for x in batches], layers=[f"conv{i}" for i in range(1, 6)], k=9,
-                        progress=False)
-        return time.perf_counter() - t
+    def scan(layout=inference_layout) -> float:
+        zscan.inference_layout = layout  # the NCHW side: batches as they come
+        try:
+            t = time.perf_counter()
+            top_activations(model, [(x, None) for x in batches], layers=[f"conv{i}" for i in range(1, 6)], k=9,
+                            progress=False)
+            return time.perf_counter() - t
+        finally:
+            zscan.inference_layout = inference_layout
 
-    forward(), scan()  # warm up
-    f = s = 0.0
+    def nchw(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    forward(), scan(), scan(nchw)  # warm up
+    f = s = s_nchw = 0.0
     for _ in range(rounds):
         f += forward()
         s += scan()
+        s_nchw += scan(nchw)
     ratio = s / f
-    row = {"what": f"scan conv1-5, k=9, {len(data)} images at {prof.input_size}px", "scan_s": round(s / rounds, 3),
+    what = f"scan conv1-5, k=9, {len(data)} images at {prof.input_size}px"
+    row = {"what": what, "scan_s": round(s / rounds, 3),
            "forward_s": round(f / rounds, 3), "ratio": round(ratio, 3), "goal": f"<= {GOAL}", "pass": ratio <= GOAL}
+    layout = {"what": what, "compared": "scan s: NCHW batches vs channels-last (zfrepro.devices.inference_layout)",
+              "scan_s": round(s_nchw / rounds, 3),
+              "forward_s": round(s / rounds, 3), "ratio": round(s_nchw / s, 3), "goal": f">= {LAYOUT_GOAL}",
+              "pass": s_nchw / s >= LAYOUT_GOAL}
     if verbose:
         print(f"{'what':45s} {'scan s':>8s} {'forward s':>10s} {'ratio':>6s} {'goal':>7s} pass")
         print(f"{row['what']:45s} {row['scan_s']:8.3f} {row['forward_s']:10.3f} {row['ratio']:6.3f} "
               f"{row['goal']:>7s} {row['pass']}")
-    return [row]
+        print(f"{layout['what']:45s} {layout['scan_s']:8.3f} {layout['forward_s']:10.3f} {layout['ratio']:6.3f} "
+              f"{layout['goal']:>7s} {layout['pass']}")
+    return [row, layout]
 
 
 if __name__ == "__main__":

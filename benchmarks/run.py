@@ -33,6 +33,8 @@ BENCHMARKS: dict[str, tuple[str, str, str, str]] = {
     "occlusion": ("bench_occlusion", "captum Occlusion s vs ours (incremental) s", "captum_s", "ours_s"),
     "train_step": ("bench_train_step", "training images/s: ours (channels-last, CrossChannelLRN) vs the eager step",
                    "images_per_s_ours", "images_per_s_eager"),
+    "transfer_fit": ("bench_transfer_fit", "notebook 08's classifier fits: scikit-learn s vs zfrepro.linear s",
+                     "sklearn_s", "ours_s"),
 }
 
 
@@ -56,7 +58,7 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict[str, An
         mod = importlib.import_module(module)
         t = time.monotonic()
         for r in mod.run(quick, verbose=False):
-            rows.append({"benchmark": name, "case": _what(name, r), "compared": what, "a": r.get(a), "b": r.get(b),
+            rows.append({"benchmark": name, "case": _what(name, r), "compared": r.get("compared", what), "a": r.get(a), "b": r.get(b),
                          "ratio": r.get("ratio"), "goal": _goal(r.get("goal")), "pass": bool(r.get("pass")),
                          "seconds": round(time.monotonic() - t, 1)})
     return rows

@@ -14,6 +14,7 @@ with the best mean over the layers.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -56,12 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.table:
         rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
-        print("| classifier | layer | C | inner-fold accuracy % |\n| --- | --- | --- | --- |")
+        print("| classifier | layer | C | inner-fold accuracy % | network |\n| --- | --- | --- | --- | --- |")
         for r in rows:
-            print(f"| {r['kind']} | {r['layer']} | {r['C']:g} | {r['mean']:.1f} ± {r['std']:.1f} |")
+            print(f"| {r['kind']} | {r['layer']} | {r['C']:g} | {r['mean']:.1f} ± {r['std']:.1f} | "
+                  f"{r.get('network', 'earlier')} |")
         return 0
     t0 = time.monotonic()
     model = load_model(args.profile, device="cpu")
+    # which trained network scored these rows (rows without it: an earlier network, scikit-learn's solvers)
+    network = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:12]
     root = transfer.resolve_caltech_root()
     cats = transfer.caltech_categories(root)
     caltech = transfer.decode_caltech(root, transfer.caltech_inputs_size(args.profile), cats)
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 for r in transfer.evaluate_layers(feats, caltech.labels, caltech.paths, splits, kinds=(kind,),
                                                   C={kind: C}, progress=False):
                     row = {"profile": args.profile, "kind": kind, "layer": r["layer"], "C": C, "mean": r["mean"],
-                           "std": r["std"], "inner_folds": len(splits)}
+                           "std": r["std"], "inner_folds": len(splits), "solver": "zfrepro.linear",
+                           "network": network}
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
                     print(row, flush=True)

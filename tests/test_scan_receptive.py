@@ -8,6 +8,7 @@ import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
 from zfrepro.backprop import project_by_rule
+from zfrepro.devices import inference_layout
 from zfrepro.errors import ConfigError
 from zfrepro.models import rectified_module, zfnet
 from zfrepro.receptive import crop_patch, receptive_field
@@ -23,7 +24,7 @@ def _brute(model, x, layer):
     acts = []
     h = rectified_module(model, layer).register_forward_hook(lambda m, i, o: acts.append(o))
     with torch.no_grad():
-        model(x)
+        model(inference_layout(x))  # the scan's layout: the same values, not just the same to rounding
     h.remove()
     return acts[0]
 
@@ -47,6 +48,22 @@ def test_top_activations_equal_brute_force(layer):
             i, row, col = int(t.image_index[c, r]), *t.position[c, r].tolist()
             assert a[i, c, row, col] == t.values[c, r]
         assert len(set(t.image_index[c].tolist())) == 5
+
+
+def test_inference_layout_changes_memory_not_values(monkeypatch):
+    x = torch.randn(4, 3, 16, 16)
+    y = inference_layout(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, y)
+    v = torch.randn(4, 10)
+    assert inference_layout(v) is v
+    # the scan in channels-last equals the scan of NCHW batches to float rounding
+    model = _small()
+    ds = TensorDataset(torch.randn(24, 3, 64, 64), torch.zeros(24))
+    ours = top_activations(model, ds, layers=["conv2", "conv5"], k=4, batch_size=8, progress=False)
+    monkeypatch.setattr("zfrepro.scan.inference_layout", lambda t: t)
+    nchw = top_activations(model, ds, layers=["conv2", "conv5"], k=4, batch_size=8, progress=False)
+    for name in ours:
+        torch.testing.assert_close(ours[name].values, nchw[name].values, rtol=1e-5, atol=1e-6)
 
 
 def test_scan_memory_is_bounded_by_k_times_channels():

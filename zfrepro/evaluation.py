@@ -13,7 +13,7 @@ from torch import nn
 from . import data as _data
 from . import datasets as _datasets
 from .config import Profile, get_profile
-from .devices import resolve_device
+from .devices import inference_layout, resolve_device
 from .errors import ConfigError
 from .layers import eval_mode
 
@@ -64,7 +64,7 @@ def evaluate(model: nn.Module, profile: str | Profile = "default", *, data_root:
     dec = _data.decode_split(_datasets.image_folder(root, split).subset_per_class(per_class), prof.resize)
     mean = _data.training_mean(prof, root)
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
-    sums = eval_sums(model, dec, mean, prof, dev, torch.arange(len(dec)), crops, lambda x: x,
+    sums = eval_sums(model, dec, mean, prof, dev, torch.arange(len(dec)), crops, inference_layout,
                       contextlib.nullcontext, batch_size).tolist()
     n = max(1.0, sums[3])
     return {"loss": sums[0] / n, "top1": sums[1] / n, "top5": sums[2] / n, "n": int(sums[3])}

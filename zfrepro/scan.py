@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .devices import inference_layout
 from .errors import ConfigError
 from .layers import LayerStack, eval_mode
 
@@ -77,7 +78,7 @@ def top_activations(model: nn.Module, data: Dataset | DataLoader | Iterable, lay
         with stack.capture(layers, stop=True) as batch_acts, eval_mode(model), torch.no_grad():
             for batch in loader:
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                x = x.to(dev, non_blocking=True)
+                x = inference_layout(x.to(dev, non_blocking=True))
                 batch_acts(x)
                 n = x.shape[0]
                 idx = torch.arange(seen, seen + n, device=dev)

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import inference_layout
 from .errors import CheckpointError, ConfigError, DataError
 from .io import cache_dir
 from .layers import LayerStack, eval_mode
@@ -321,7 +322,7 @@ def layer_features(model: nn.Module, inputs: Any, layers: Sequence[str] | None =
             g = grid or _grid_of(model, first)
             with stack.capture(layers, stop=True) as store, torch.no_grad():
                 for s in range(0, len(inputs), batch_size):
-                    x = inputs.batch(range(s, min(s + batch_size, len(inputs)))).to(dev)
+                    x = inference_layout(inputs.batch(range(s, min(s + batch_size, len(inputs)))).to(dev))
                     store(x)
                     for n in layers:
                         a = store[n]
