@@ -171,6 +171,30 @@ def _recompressed(img: torch.Tensor, size: int, quality: int = 70) -> torch.Tens
     return torch.from_numpy(np.asarray(back).copy()).permute(2, 0, 1)
 
 
+def test_effective_dimension_counts_independent_directions():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((20000, 7))
+    # 7 independent directions copied into 21 columns at different scales: standardised, each counts alike
+    x = np.hstack([z, 5 * z, z * np.arange(1, 8)]) + 0.0
+    assert T.effective_dimension(x) == pytest.approx(7, rel=0.01)
+    # unequal strengths: columns z1..z7 twice, z1 and z2 once more -> eigenvalues 3, 3, 2, 2, 2, 2, 2
+    assert T.effective_dimension(np.hstack([z, z, z[:, :2]])) == pytest.approx(256 / 38, rel=0.01)
+    # white noise fills its dimensions; a rank-one feature set and constant columns give one direction
+    assert T.effective_dimension(rng.standard_normal((20000, 40))) == pytest.approx(40, rel=0.01)
+    line = rng.standard_normal((500, 1)) * rng.uniform(1, 2, (1, 30))
+    assert T.effective_dimension(np.hstack([line, np.ones((500, 5))])) == pytest.approx(1, abs=1e-6)
+    assert T.effective_dimension(np.ones((10, 3))) == 0.0
+    # more columns than rows (the Gram route) agrees with the covariance route
+    w = rng.standard_normal((60, 200))
+    zs = (w - w.mean(0)) / w.std(0)
+    lam = np.linalg.eigvalsh(zs.T @ zs)
+    assert T.effective_dimension(w) == pytest.approx(lam.sum() ** 2 / (lam ** 2).sum(), rel=1e-6)
+    dims = T.layer_dimensions({"a": torch.as_tensor(z[:, :3]), "b": torch.as_tensor(z)}, rows=np.arange(5000))
+    assert list(dims) == ["a", "b"] and dims["a"] == pytest.approx(3, rel=0.05) and dims["b"] == pytest.approx(7, rel=0.05)
+    with pytest.raises(ConfigError, match="N×D"):
+        T.effective_dimension(np.ones(5))
+
+
 def test_find_overlap_finds_resized_recompressed_and_flipped_copies():
     g = torch.Generator().manual_seed(0)
     base = (torch.nn.functional.interpolate(torch.rand(40, 3, 12, 12, generator=g), size=96, mode="bicubic")

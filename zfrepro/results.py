@@ -205,7 +205,17 @@ def _transfer_section(r: dict[str, Any], claims: _Claims) -> str | None:
     return (head + _table(["method"] + [f"{w} {n}/class" for n in sizes for w in ("paper", "ours")], t4) + "\n\n"
             + note.rstrip("\n") + claims.table("Table 4", header="paper's claim (§5.2)") + "\n"
             + f"\n## Table 7 — a classifier on each layer (Caltech-101, {largest} per class)\n\n"
-            + _table(["classifier (layer)", "paper", "ours"], rows7) + claims.table("Table 7", header="paper's claim (§5.2)") + "\n")
+            + _table(["classifier (layer)", "paper", "ours"], rows7) + _dimensions_note(t.get("dimensions"))
+            + claims.table("Table 7", header="paper's claim (§5.2)") + "\n")
+
+
+def _dimensions_note(dims: dict[str, float] | None) -> str:
+    """Table 7's measured cause: each layer's effective dimension on Caltech-101 (notebook 08)."""
+    if not dims:
+        return ""
+    return ("\n\nEffective dimension of each layer's Caltech-101 features (participation ratio of the standardised "
+            "features, `transfer.effective_dimension`: how many equally strong directions they spread over): "
+            + ", ".join(f"{n} {v:.1f}" for n, v in dims.items()) + ".")
 
 
 def _ablation_section(r: dict[str, Any], claims: _Claims) -> str | None:

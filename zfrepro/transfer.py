@@ -52,7 +52,7 @@ __all__ = [
     "CALTECH_FOLDER", "BACKGROUND", "PAPER_TABLE4", "PAPER_TABLE7", "TransferPlan", "TRANSFER_PLANS", "transfer_plan",
     "resolve_caltech_root", "caltech_categories", "caltech_splits", "decode_caltech", "caltech_inputs",
     "feature_layers", "layer_features", "per_class_accuracy", "fit_classifier", "evaluate_layers",
-    "pretrained_row",
+    "pretrained_row", "effective_dimension", "layer_dimensions",
     "scratch_profile", "train_from_scratch", "scratch_row", "thumbnails", "best_matches", "find_overlap", "training_overlap",
     "transfer_claims", "plan_dict", "caltech_inputs_size", "table7_frame", "table4_frame",
 ]
@@ -407,6 +407,35 @@ def pretrained_row(features: dict[str, torch.Tensor], labels: Sequence[int] | to
         out[n] = known[0] if known else evaluate_layers({layer: features[layer]}, labels, paths, sp,
                                                         kinds=("softmax",), C=C, progress=progress)[0]
     return out
+
+
+def effective_dimension(x: np.ndarray | torch.Tensor) -> float:
+    """How many independent directions the rows of ``x`` (N×D features) spread over, as a linear
+    classifier sees them (Table 7's measured cause, notebook 08): the participation ratio
+    ``(Σλ)² / Σλ²`` of the eigenvalues λ of the covariance of the standardised features (each column
+    scaled as :func:`zfrepro.linear.standardise` does; constant columns add nothing). ``k`` equally
+    strong independent directions give ``k``, whatever ``D`` is; one direction gives 1."""
+    from .linear import standardise
+
+    xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).double()
+    if xt.dim() != 2 or xt.shape[0] < 2 or xt.shape[1] < 1:
+        raise ConfigError(f"effective_dimension needs an N×D array with N ≥ 2 rows, got shape {tuple(xt.shape)}")
+    mean, scale = standardise(xt)
+    z = (xt - mean) / scale
+    # the nonzero eigenvalues of the D×D covariance are those of the N×N Gram matrix: use the smaller one
+    g = z.T @ z if z.shape[1] <= z.shape[0] else z @ z.T
+    lam = torch.linalg.eigvalsh(g).clamp(min=0)
+    total = float(lam.sum())
+    if total == 0.0:
+        return 0.0
+    return total ** 2 / float((lam ** 2).sum())
+
+
+def layer_dimensions(features: dict[str, torch.Tensor], rows: Sequence[int] | np.ndarray | None = None) -> dict[str, float]:
+    """:func:`effective_dimension` of each layer's features (``rows``: a subset of images, e.g. one
+    fold's training images; ``None``: all), in the order of ``features``."""
+    idx = None if rows is None else torch.as_tensor(np.asarray(rows), dtype=torch.long)
+    return {n: round(effective_dimension(f if idx is None else f[idx]), 2) for n, f in features.items()}
 
 
 def table7_frame(rows: Sequence[dict[str, Any]], per_class: int) -> "Any":
