@@ -68,12 +68,18 @@ def test_invariance_and_table1_and_structure_claims():
     assert str(Claim("Fig. 9", "x", None, None, None)) == "Fig. 9: not tested: x"
 
 
-def test_evolution_claim_reads_the_last_interval():
-    changes = {2: {"conv1": 0.5, "conv5": 0.1}, 10: {"conv1": 0.01, "conv5": 0.02}, 5: {"conv1": 0.3, "conv5": 0.3}}
-    claim = evolution_claim(changes)  # epoch 10 is the last interval, whatever the dict order
-    assert claim.holds and claim.ours == (0.01, 0.02) and claim.figure == "Fig. 4"
-    assert evolution_claim({"22": {"conv1": 0.2, "conv5": 0.1}, "3": {"conv1": 0.0, "conv5": 1.0}}).holds is False
-    assert evolution_claim({}).holds is None and evolution_claim({1: {"conv1": 0.1}}).holds is None
+def test_evolution_claim_compares_settling_epochs():
+    # conv1 is final by epoch 2 (0.5 epochs to settle), conv5 at a constant pace (4.5): in any key order
+    remaining = {10: {"conv1": 0.0, "conv5": 0.0}, 1: {"conv1": 1.0, "conv5": 1.0}, 2: {"conv1": 0.0, "conv5": 8 / 9}}
+    remaining[5] = {"conv1": 0.0, "conv5": 5 / 9}
+    claim = evolution_claim(remaining)
+    assert claim.holds and claim.ours == (0.5, 4.5) and claim.figure == "Fig. 4"
+    swapped = {e: {"conv1": r["conv5"], "conv5": r["conv1"]} for e, r in remaining.items()}
+    assert evolution_claim(swapped).holds is False
+    assert evolution_claim({str(e): r for e, r in remaining.items()}).holds  # JSON keys
+    # two snapshots say nothing (every layer goes from 1 to 0); a missing layer is not tested
+    assert evolution_claim({1: {"conv1": 1.0, "conv5": 1.0}, 2: {"conv1": 0.0, "conv5": 0.0}}).holds is None
+    assert evolution_claim({}).holds is None and evolution_claim({e: {"conv1": 0.1} for e in (1, 2, 3)}).holds is None
 
 
 def test_claims_json_round_trip_and_bad_records():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from fakes import FakeInputs
 from zfrepro.deconv import DeconvNet
-from zfrepro.top_units import choose_maps, feature_evolution, filter_change, project_top_units
+from zfrepro.errors import ConfigError
+from zfrepro.top_units import (choose_maps, feature_evolution, filter_change, project_top_units, remaining_change,
+                                settling_epochs)
 from zfrepro.models import zfnet
 from zfrepro.receptive import crop_patch, receptive_field
 from zfrepro.scan import top_activations
@@ -59,6 +62,37 @@ def test_filter_change_and_evolution_shapes():
     data = _Inputs()
     evo = feature_evolution({1: m1, 3: m2}, data, {"conv1": [0, 1], "conv5": [2]}, limit=8)
     assert evo["conv1"].shape[:2] == (2, 2) and evo["conv5"].shape[:2] == (1, 2)
+
+
+def test_remaining_change_and_settling_epochs_follow_the_weights():
+    """conv1 covers its whole way by epoch 2 and conv5 moves at a constant pace to epoch 10: conv1's
+    share ahead is 0 from epoch 2 on, conv5's falls linearly; the areas are exact trapezoids."""
+    start = _model()
+    target = copy.deepcopy(start)
+    with torch.no_grad():
+        for name in ("conv1", "conv5"):
+            w = getattr(target.features, name).weight
+            w.add_(torch.randn_like(w) * (10.0 if name == "conv1" else 0.01))  # the scale must not matter
+    models = {}
+    for e in (1, 2, 5, 10):
+        m = copy.deepcopy(start)
+        with torch.no_grad():
+            for name, t in (("conv1", min(1.0, e - 1)), ("conv5", (e - 1) / 9)):
+                w0, w1 = getattr(start.features, name).weight, getattr(target.features, name).weight
+                getattr(m.features, name).weight.copy_(w0 + t * (w1 - w0))
+        models[e] = m
+    rem = remaining_change(models, ["conv1", "conv5"])
+    assert rem[1] == pytest.approx({"conv1": 1.0, "conv5": 1.0}) and rem[10] == {"conv1": 0.0, "conv5": 0.0}
+    assert rem[2]["conv1"] == pytest.approx(0.0, abs=1e-6) and rem[5]["conv5"] == pytest.approx(5 / 9)
+    s = settling_epochs(rem)
+    assert s["conv1"] == pytest.approx(0.5, abs=1e-6)  # one interval from 1 to 0
+    assert s["conv5"] == pytest.approx(4.5)            # constant pace over 9 epochs: half the span
+    assert settling_epochs({str(e): v for e, v in rem.items()}) == pytest.approx(s)  # JSON keys
+    # a layer that does not move at all has nothing ahead
+    frozen = remaining_change({1: start, 3: copy.deepcopy(start)}, ["conv2"])
+    assert frozen == {1: {"conv2": 0.0}, 3: {"conv2": 0.0}}
+    with pytest.raises(ConfigError, match="two snapshots"):
+        remaining_change({1: start}, ["conv1"])
 
 
 def test_evolution_on_a_sample_projects_the_samples_strongest_unit():

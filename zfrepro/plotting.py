@@ -17,7 +17,7 @@ from .io import atomic_path, project_root
 
 __all__ = ["save_figure", "figure_dir", "new_figure", "plot_architecture", "plot_image_grid", "to_image",
            "projection_to_image", "map_to_image", "plot_trace", "plot_unit_projection", "mosaic",
-           "plot_feature_grid", "plot_filters", "plot_evolution", "plot_filter_change", "plot_invariance",
+           "plot_feature_grid", "plot_filters", "plot_evolution", "plot_filter_change", "plot_remaining_change", "plot_invariance",
            "robust_scale", "plot_occlusion", "plot_faces", "plot_transfer"]
 
 
@@ -294,6 +294,28 @@ def plot_filter_change(changes: dict[int, dict[str, float]], ax: Any = None) -> 
     ax.set_ylabel("1 - mean cosine of filters")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
+    return fig
+
+
+def plot_remaining_change(remaining: dict[int, dict[str, float]], settling: dict[str, float] | None = None,
+                          ax: Any = None) -> Figure:
+    """Fig. 4's settling: each layer's share of its way to its final filters still ahead at each
+    snapshot (:func:`zfrepro.top_units.remaining_change`), one line per layer; ``settling`` (layer →
+    epochs, :func:`zfrepro.top_units.settling_epochs`) goes into the legend."""
+    if ax is None:
+        fig = new_figure((5, 3))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    epochs = sorted(remaining)
+    layers = list(remaining[epochs[0]]) if epochs else []
+    for name in layers:
+        label = f"{name}: {settling[name]:.1f} epochs" if settling and name in settling else name
+        ax.plot(epochs, [remaining[e][name] for e in epochs], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("share of the way to the final filters ahead")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, title="epochs to settle", title_fontsize=7)
     return fig
 
 
