@@ -52,7 +52,7 @@ def sklearn_fit(kind: str, x: np.ndarray, y: np.ndarray, C: float):
 def sklearn_objective(kind: str, pipe, x: np.ndarray, y: np.ndarray, C: float) -> float:
     """The objective scikit-learn's pipeline reached, evaluated as zfrepro.linear defines it."""
     clf = pipe[-1]
-    xs = torch.tensor(pipe[0].transform(x))
+    xs = torch.tensor(pipe[0].transform(x), dtype=torch.float64)
     idx = torch.as_tensor(np.searchsorted(clf.classes_, y))
     w, b = torch.tensor(clf.coef_.T), torch.tensor(clf.intercept_)
     if kind == "svm":
