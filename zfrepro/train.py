@@ -552,7 +552,7 @@ def load_trained(profile: str | Profile = "default", arch: str = "zfnet", epoch:
     snaps = list_snapshots(run_dir)
     if prof.epochs not in snaps:  # the final snapshot is written last: its presence means complete
         # say so before a long training starts: what, for how long, and how to pick the quick profile instead
-        per_epoch = {"smoke": (5, 15), "default": (77, 127)}.get(prof.name)  # s/epoch measured on 2 CPU cores
+        per_epoch = {"smoke": (5, 15), "default": (45, 65)}.get(prof.name)  # s/epoch measured on 2 CPU cores
         done = max(snaps) if snaps else 0
         left = prof.epochs - done
         if per_epoch:
