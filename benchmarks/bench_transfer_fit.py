@@ -54,7 +54,8 @@ def sklearn_objective(kind: str, pipe, x: np.ndarray, y: np.ndarray, C: float) -
     clf = pipe[-1]
     xs = torch.tensor(pipe[0].transform(x), dtype=torch.float64)
     idx = torch.as_tensor(np.searchsorted(clf.classes_, y))
-    w, b = torch.tensor(clf.coef_.T), torch.tensor(clf.intercept_)
+    w = torch.tensor(clf.coef_.T, dtype=torch.float64)  # LogisticRegression keeps float32 inputs in float32
+    b = torch.tensor(clf.intercept_, dtype=torch.float64)
     if kind == "svm":
         t = -torch.ones(len(y), len(clf.classes_), dtype=torch.float64)
         t[torch.arange(len(y)), idx] = 1

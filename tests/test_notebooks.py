@@ -83,6 +83,20 @@ def test_rerun_one_notebook_with_another_layer(data_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_rerun_fig6_at_another_conv1_step(data_root, tmp_path):
+    """`--only 01 --set comparison_first_lr_mult=32`: Fig. 6's three runs at another conv1 learning-rate
+    multiplier, trained apart from the profile's own (README, "Why Fig. 6 (a)")."""
+    from zfrepro.reproduce import reproduce
+
+    out = reproduce("smoke", data_root=str(data_root), device="cpu", only=["01"],
+                    sets={"comparison_first_lr_mult": "32", "comparison_epochs": "1"}, out_dir=tmp_path / "build", force=True)
+    executed = nbformat.read(out[0], as_version=4)
+    shown = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
+                    for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "'conv1 lr ×': 32.0" in shown
+
+
+@pytest.mark.slow
 def test_rerun_on_another_imagefolder_dataset(tmp_path, monkeypatch):
     """Another dataset (3 classes of synthetic images, not Imagenette): the notebook trains its own
     network on it (its own run directory) and runs through."""

@@ -313,7 +313,8 @@ def plot_remaining_change(remaining: dict[int, dict[str, float]], settling: dict
         label = f"{name}: {settling[name]:.1f} epochs" if settling and name in settling else name
         ax.plot(epochs, [remaining[e][name] for e in epochs], marker="o", label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("share of the way to the final filters ahead")
+    ax.set_ylabel("way left to the final filters")
+    ax.set_title("how fast each layer settles", fontsize=9)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7, title="epochs to settle", title_fontsize=7)
     return fig
