@@ -95,6 +95,23 @@ def test_remaining_change_and_settling_epochs_follow_the_weights():
         remaining_change({1: start}, ["conv1"])
 
 
+def test_plot_remaining_change_draws_one_line_per_layer_on_a_given_axis():
+    """Fig. 4's settling plot: a Figure, one line per layer with its epochs in the legend, on ``ax`` when given."""
+    from matplotlib.figure import Figure
+
+    from zfrepro.plotting import plot_remaining_change
+
+    rem = {1: {"conv1": 1.0, "conv5": 1.0}, 5: {"conv1": 0.2, "conv5": 0.6}, 10: {"conv1": 0.0, "conv5": 0.0}}
+    fig = plot_remaining_change(rem, settling_epochs(rem))
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[1.0, 0.2, 0.0], [1.0, 0.6, 0.0]]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["conv1: 2.9 epochs", "conv5: 4.7 epochs"]  # trapezoids: 4·1.2/2 + 5·0.2/2, 4·1.6/2 + 5·0.6/2
+    host = Figure()
+    given = host.add_subplot()
+    assert plot_remaining_change(rem, ax=given) is host and len(given.get_lines()) == 2
+
+
 def test_evolution_on_a_sample_projects_the_samples_strongest_unit():
     from zfrepro.top_units import evenly_spaced
 
