@@ -22,12 +22,13 @@ trio is notebook 01's own).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.jsonl_rows import append_row, read_rows  # noqa: E402
 
 from zfrepro.aliasing import fig6_claims, fig6_measures  # noqa: E402
 from zfrepro.data import load_split  # noqa: E402
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", action="store_true", help="print the rows as the README's Markdown table")
     a = ap.parse_args(argv)
     if a.table:
-        rows = [json.loads(s) for s in OUT.read_text().splitlines() if s.strip()]
+        rows = read_rows(OUT)
         print("| conv1 lr × | network | val top-1 | dead conv1 | top-5% energy | max filter RMS | HF conv1 | HF conv2 proj. |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
@@ -83,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for mult in [float(m) for m in a.mults.split(",")]:
         row = measure(a.profile, mult, a.epochs)
-        print(json.dumps(row), flush=True)
-        with OUT.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_row(OUT, row)
     return 0
 
 

@@ -17,12 +17,13 @@ paper's effect). Needs the trained `default` run (``runs/``) and the Imagenette 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.jsonl_rows import append_row, read_rows  # noqa: E402
 
 from zfrepro.correspondence import PARTS, correspondence_table, faces_for_dataset  # noqa: E402
 from zfrepro.train import load_trained  # noqa: E402
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", action="store_true", help="print the rows as the README's Markdown table")
     a = ap.parse_args(argv)
     if a.table:
-        rows = [json.loads(s) for s in OUT.read_text().splitlines() if s.strip()]
+        rows = read_rows(OUT)
         print("| epoch | layer | " + " | ".join(PARTS) + " | random | gap (random − parts) |\n"
               "| --- | --- | " + " | ".join("---" for _ in PARTS) + " | --- | --- |")
         for r in rows:
@@ -66,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for epoch in [int(e) for e in a.epochs.split(",")]:
         row = measure(a.profile, epoch)
-        print(json.dumps(row), flush=True)
-        with OUT.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_row(OUT, row)
     return 0
 
 

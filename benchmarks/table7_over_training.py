@@ -18,7 +18,6 @@ and the trained `default` run (``runs/``); about 2 min per snapshot on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.jsonl_rows import append_row, read_rows  # noqa: E402
 
 from zfrepro import transfer  # noqa: E402
 from zfrepro.train import load_trained  # noqa: E402
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", action="store_true", help="print the rows as the README's Markdown table")
     a = ap.parse_args(argv)
     if a.table:
-        rows = [json.loads(s) for s in OUT.read_text().splitlines() if s.strip()]
+        rows = read_rows(OUT)
         layers = list(rows[0]["dimension"])
         print("| epoch | " + " | ".join(layers) + " |\n| --- |" + " --- |" * len(layers))
         for what in ("svm", "softmax", "dimension"):
@@ -65,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                **{k: {r["layer"]: round(r["mean"], 2) for r in scored if r["kind"] == k} for k in ("svm", "softmax")},
                "dimension": transfer.layer_dimensions(feats, rows=train_rows),
                "seconds": round(time.monotonic() - t0)}
-        print(json.dumps(row), flush=True)
-        with OUT.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_row(OUT, row)
     return 0
 
 

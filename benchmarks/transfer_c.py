@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.jsonl_rows import append_row, read_rows  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", action="store_true", help="print benchmarks/transfer_c.jsonl as a table and exit")
     args = ap.parse_args(argv)
     if args.table:
-        rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+        rows = read_rows(OUT)
         print("| classifier | layer | C | inner-fold accuracy % | network |\n| --- | --- | --- | --- | --- |")
         for r in rows:
             print(f"| {r['kind']} | {r['layer']} | {r['C']:g} | {r['mean']:.1f} ± {r['std']:.1f} | "
@@ -72,17 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     feats = transfer.layer_features(model, transfer.caltech_inputs(caltech, args.profile), args.layers.split(","))
     train, _ = transfer.caltech_splits(root, 30, folds=1, seed=0, categories=cats)[0]
     splits = inner_splits(train, 20, seed=0)
-    with OUT.open("a") as fh:
-        for kind, cs in ((k, GRID[k]) for k in args.kinds.split(",")):
-            for C in cs:
-                for r in transfer.evaluate_layers(feats, caltech.labels, caltech.paths, splits, kinds=(kind,),
-                                                  C={kind: C}, progress=False):
-                    row = {"profile": args.profile, "kind": kind, "layer": r["layer"], "C": C, "mean": r["mean"],
-                           "std": r["std"], "inner_folds": len(splits), "solver": "zfrepro.linear",
-                           "network": network}
-                    fh.write(json.dumps(row) + "\n")
-                    fh.flush()
-                    print(row, flush=True)
+    for kind, cs in ((k, GRID[k]) for k in args.kinds.split(",")):
+        for C in cs:
+            for r in transfer.evaluate_layers(feats, caltech.labels, caltech.paths, splits, kinds=(kind,),
+                                              C={kind: C}, progress=False):
+                append_row(OUT, {"profile": args.profile, "kind": kind, "layer": r["layer"], "C": C, "mean": r["mean"],
+                                 "std": r["std"], "inner_folds": len(splits), "solver": "zfrepro.linear",
+                                 "network": network})
     print(f"done in {time.monotonic() - t0:.0f}s", flush=True)
     return 0
 

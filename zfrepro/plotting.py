@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from .io import atomic_path, project_root
 
-__all__ = ["save_figure", "figure_dir", "new_figure", "plot_architecture", "plot_image_grid", "to_image",
+__all__ = ["save_figure", "figure_dir", "new_figure", "figure_and_axis", "plot_architecture", "plot_image_grid", "to_image",
            "projection_to_image", "map_to_image", "plot_trace", "plot_unit_projection", "mosaic",
            "plot_feature_grid", "plot_filters", "plot_evolution", "plot_filter_change", "plot_remaining_change", "plot_invariance",
            "robust_scale", "plot_occlusion", "plot_faces", "plot_transfer"]
@@ -24,6 +24,15 @@ __all__ = ["save_figure", "figure_dir", "new_figure", "plot_architecture", "plot
 def new_figure(figsize: tuple[float, float] = (6, 4), **kw: Any) -> Figure:
     """A pyplot-free figure (Jupyter still displays it as the cell's value)."""
     return Figure(figsize=figsize, layout="constrained", **kw)
+
+
+def figure_and_axis(ax: Any, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
+    """The ``ax=None`` convention of every plot helper: ``ax``'s figure and ``ax`` when given, else a new
+    :func:`new_figure` of ``figsize`` (``kw`` passed on) with one axis."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = new_figure(figsize, **kw)
+    return fig, fig.add_subplot()
 
 
 def figure_dir(output: str = "default") -> Path:
@@ -79,11 +88,7 @@ def plot_architecture(table: Any, ax: Any = None, title: str = "") -> Figure:
     stride, map size and the pool / contrast-norm stages that follow."""
     from matplotlib.patches import FancyBboxPatch
 
-    if ax is None:
-        fig = new_figure((12, 3.6))
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    fig, ax = figure_and_axis(ax, (12, 3.6))
     rows = table.to_dict("records")
     blocks: list[dict[str, Any]] = []
     for r in rows:
@@ -243,11 +248,8 @@ def plot_filters(weight: Any, ncols: int = 16, title: str = "", *, shared_scale:
             a = f - f.min()
             a = a / a.max() if a.max() > 0 else a + 0.5
         tiles.append(to_image(a))
-    if ax is None:
-        fig = new_figure((ncols * 0.45, -(-len(tiles) // ncols) * 0.45 + (0.3 if title else 0)), facecolor="0.5")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    size = (ncols * 0.45, -(-len(tiles) // ncols) * 0.45 + (0.3 if title else 0))
+    fig, ax = figure_and_axis(ax, size, facecolor="0.5")
     ax.imshow(mosaic(tiles, ncols, gap=1), interpolation="nearest")
     ax.set_axis_off()
     if title:
@@ -281,11 +283,7 @@ def plot_evolution(evolution: dict[str, Any], epochs: Sequence[int], tile_inches
 def plot_filter_change(changes: dict[int, dict[str, float]], ax: Any = None) -> Figure:
     """How much each layer's filters move between consecutive snapshots (``{epoch: {layer: 1 - mean
     cosine}}``, the change from the previous snapshot to ``epoch``), one line per layer (Fig. 4)."""
-    if ax is None:
-        fig = new_figure((5, 3))
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    fig, ax = figure_and_axis(ax, (5, 3))
     epochs = sorted(changes)
     layers = list(changes[epochs[0]]) if epochs else []
     for name in layers:
@@ -302,11 +300,7 @@ def plot_remaining_change(remaining: dict[int, dict[str, float]], settling: dict
     """Fig. 4's settling: each layer's share of its way to its final filters still ahead at each
     snapshot (:func:`zfrepro.top_units.remaining_change`), one line per layer; ``settling`` (layer →
     epochs, :func:`zfrepro.top_units.settling_epochs`) goes into the legend."""
-    if ax is None:
-        fig = new_figure((5, 3))
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    fig, ax = figure_and_axis(ax, (5, 3))
     epochs = sorted(remaining)
     layers = list(remaining[epochs[0]]) if epochs else []
     for name in layers:
@@ -449,11 +443,7 @@ def plot_transfer(rows: Sequence[dict[str, Any]], paper: dict[tuple[str, int], t
     classifier (``rows`` from :func:`zfrepro.transfer.evaluate_layers`, error bars ± 1 std over folds),
     the paper's values as hollow markers where it gives them (``paper``: ``(kind, layer number) →
     (mean, std)``, layers numbered 1… in the rows' order)."""
-    if ax is None:
-        fig = new_figure((5.5, 3.4))
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    fig, ax = figure_and_axis(ax, (5.5, 3.4))
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     for k, kind in enumerate(kinds):
         mine = [r for r in rows if r["kind"] == kind]

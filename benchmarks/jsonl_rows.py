@@ -1,0 +1,20 @@
+"""The measurement scripts' rows: one JSON object per line in ``benchmarks/<script>.jsonl``, appended as each
+run finishes (a killed sweep keeps the rows it had) and read back for the README's tables (``--table``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Every row of ``path``, in the order they were measured (blank lines skipped)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Print ``row`` and append it to ``path`` as one line, flushed before the next measurement starts."""
+    text = json.dumps(row)
+    print(text, flush=True)
+    with path.open("a") as fh:
+        fh.write(text + "\n")
