@@ -210,7 +210,7 @@ def _transfer_section(r: dict[str, Any], claims: _Claims) -> str | None:
 
 
 def _dimensions_note(dims: dict[str, float] | None) -> str:
-    """Table 7's measured cause: each layer's effective dimension on Caltech-101 (notebook 08)."""
+    """The line under Table 7: each layer's effective dimension on Caltech-101 (notebook 08)."""
     if not dims:
         return ""
     return ("\n\nEffective dimension of each layer's Caltech-101 features (participation ratio of the standardised "

@@ -411,7 +411,7 @@ def pretrained_row(features: dict[str, torch.Tensor], labels: Sequence[int] | to
 
 def effective_dimension(x: np.ndarray | torch.Tensor) -> float:
     """How many independent directions the rows of ``x`` (N×D features) spread over, as a linear
-    classifier sees them (Table 7's measured cause, notebook 08): the participation ratio
+    classifier sees them (printed under Table 7 by notebook 08): the participation ratio
     ``(Σλ)² / Σλ²`` of the eigenvalues λ of the covariance of the standardised features (each column
     scaled as :func:`zfrepro.linear.standardise` does; constant columns add nothing). ``k`` equally
     strong independent directions give ``k``, whatever ``D`` is; one direction gives 1."""
