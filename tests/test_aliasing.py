@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from zfrepro.aliasing import dead_filter_fraction, dominance, filter_rms, high_frequency_share, summarize
+from zfrepro.aliasing import aliased_share, dead_filter_fraction, dominance, filter_rms, high_frequency_share, summarize
 from zfrepro.errors import ConfigError
 
 
@@ -59,3 +59,45 @@ def test_summarize_ignores_nan():
     s = summarize(torch.tensor([1.0, 2.0, float("nan"), 3.0]))
     assert s["median"] == 2.0 and s["n"] == 3
     assert summarize([])["n"] == 0
+
+
+def _conv(weight, stride, padding=0):
+    conv = torch.nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], stride=stride, padding=padding, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    return conv
+
+
+def test_aliased_share_of_an_identity_filter_on_white_noise_is_what_the_lattice_leaves_out():
+    # a delta filter passes white noise unchanged: its flat spectrum folds outside the Nyquist box,
+    # a share 1 - 1/(s_y s_x) of the frequency plane (up to the noise's sampling)
+    torch.manual_seed(0)
+    noise = torch.randn(32, 1, 64, 64)
+    delta = torch.zeros(1, 1, 3, 3)
+    delta[0, 0, 1, 1] = 1.0
+    for stride, expected in [((1, 1), 0.0), ((2, 2), 0.75), ((4, 4), 15 / 16), ((2, 4), 7 / 8)]:
+        share = float(aliased_share(_conv(delta, stride, 1), noise)[0])
+        assert share == pytest.approx(expected, abs=0.02), stride
+
+
+def test_aliased_share_separates_gratings_above_and_below_the_strides_nyquist():
+    # vertical gratings (11×11, Hann-windowed both ways) at 0.04, 0.18 and 0.4 cycles per pixel along x
+    torch.manual_seed(1)
+    x = torch.arange(11.0) - 5
+    window = torch.hann_window(13, periodic=False)[1:-1]
+    bank = torch.stack([torch.cos(2 * math.pi * f * x)[None, :] * window[None, :] * window[:, None]
+                        for f in (0.04, 0.18, 0.4)])[:, None]
+    noise = torch.randn(16, 1, 72, 72)
+    at2, at4 = (aliased_share(_conv(bank, s), noise) for s in (2, 4))
+    assert at2[0] < 0.05 and at2[1] < 0.15 and at2[2] > 0.95  # stride 2 folds above 0.25 cycles/px only
+    assert at4[0] < 0.1 and at4[1] > 0.8 and at4[2] > 0.95  # stride 4 folds above 0.125 as well
+    whole = float(aliased_share(_conv(bank, 4), noise, per_filter=False))
+    assert min(at4) < whole < max(at4)  # the layer's share is an energy-weighted mean of its filters'
+
+
+def test_aliased_share_rejects_what_it_cannot_measure():
+    conv = _conv(torch.randn(2, 3, 3, 3), 2)
+    with pytest.raises(ConfigError, match="N×3×H×W"):
+        aliased_share(conv, torch.randn(2, 1, 16, 16))
+    with pytest.raises(ConfigError, match="nn.Conv2d"):
+        aliased_share(torch.nn.Linear(3, 3), torch.randn(2, 3, 16, 16))

@@ -32,13 +32,16 @@ def test_map_size_claim_holds_at_224_only():
 
 def test_fig6_claims_compare_the_three_networks():
     t = pd.DataFrame([
-        {"network": "ZFNet", "val top-1": 0.8, "dead conv1 filters": 0.0, "top-5% energy": 0.1, "HF share conv2 projections": 0.2},
+        {"network": "ZFNet", "val top-1": 0.8, "dead conv1 filters": 0.0, "top-5% energy": 0.1, "HF share conv2 projections": 0.2,
+         "aliased share conv1": 0.01},
         {"network": "ZFNet, no renormalisation", "val top-1": 0.7, "dead conv1 filters": 0.1, "top-5% energy": 0.3},
         {"network": "AlexNet replica", "val top-1": 0.75, "dead conv1 filters": 0.2, "top-5% energy": 0.1,
-         "HF share conv2 projections": 0.1}]).set_index("network")
+         "HF share conv2 projections": 0.3, "aliased share conv1": 0.005}]).set_index("network")
     claims = fig6_claims(t)
     assert [c.holds for c in claims] == [True, True, False, True]
-    assert claims[2].ours == (0.1, 0.2) and all(c.figure == "Fig. 6" for c in claims)
+    assert claims[2].ours == (0.005, 0.01) and all(c.figure == "Fig. 6" for c in claims)
+    t.loc["AlexNet replica", "aliased share conv1"] = 0.04  # what the stride folds, not the projections' HF share
+    assert fig6_claims(t)[2].holds
 
 
 def test_occlusion_claim_thresholds():

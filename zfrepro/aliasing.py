@@ -11,7 +11,13 @@ The paper shows these only as pictures; the definitions here are ours and are st
   Nyquist frequency. A stride-4 first layer samples at a quarter of the pixel rate, so what its
   layer-2 units see repeats every 4 pixels: energy at half the Nyquist frequency (and its
   harmonics) — the grid-like artefacts of Fig. 6d. The cutoff sits below that line so that the
-  artefact counts as high frequency whole, not half.
+  artefact counts as high frequency whole, not half;
+- the *aliased share* of a strided convolution is what its sampling folds, by definition: the
+  fraction of the energy of its dense (stride-1) response to real images at frequencies outside
+  the sampling lattice's Nyquist box ``|f_y| <= 1/(2 s_y)``, ``|f_x| <= 1/(2 s_x)`` (each map's mean
+  removed). It is the paper's cause of Fig. 6 (d) — aliasing from the stride 4 of layer 1 — measured
+  where it happens, before layer 2 reads the sampled maps, and unlike the high-frequency share it
+  does not count fine structure that the sampling keeps.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["filter_rms", "dead_filter_fraction", "dominance", "high_frequency_share", "summarize", "fig6_measures",
+__all__ = ["filter_rms", "dead_filter_fraction", "dominance", "high_frequency_share", "aliased_share", "summarize",
+           "fig6_measures",
            "fig6_claims"]
 
 
@@ -74,6 +81,42 @@ def high_frequency_share(x: torch.Tensor, cutoff: float = 0.4, pad_to: int | Non
     return share.float()
 
 
+def aliased_share(conv: torch.nn.Conv2d, images: torch.Tensor, per_filter: bool = True,
+                  batch: int = 16) -> torch.Tensor:
+    """Per filter of ``conv`` (or, with ``per_filter=False``, over the whole layer's response: a
+    0-d tensor), the share of its dense response's energy that its stride folds (the module
+    docstring's *aliased share*), over ``images`` (N×C×H×W, normalised as the network expects). A
+    stride of 1 aliases nothing. Fig. 6 (d, e): the replica's stride-4 layer 1 against ZFNet's
+    stride 2."""
+    if not isinstance(conv, torch.nn.Conv2d):
+        raise ConfigError(f"aliased_share takes an nn.Conv2d, got {type(conv).__name__}")
+    if images.dim() != 4 or images.shape[1] != conv.in_channels:
+        raise ConfigError(f"aliased_share takes N×{conv.in_channels}×H×W images for {conv}, got shape "
+                          f"{tuple(images.shape)}")
+    if isinstance(conv.padding, str):
+        raise ConfigError(f"aliased_share needs numeric padding, got padding={conv.padding!r}")
+    sy, sx = conv.stride
+    w = conv.weight.detach()
+    energy = torch.zeros(w.shape[0], dtype=torch.float64)
+    folded = torch.zeros(w.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        for i in range(0, images.shape[0], batch):
+            x = images[i:i + batch].to(device=w.device, dtype=w.dtype)
+            y = torch.nn.functional.conv2d(x, w, None, 1, conv.padding, conv.dilation, conv.groups).double()
+            y = y - y.mean(dim=(2, 3), keepdim=True)
+            spec = torch.fft.fft2(y).abs().pow(2)
+            fy = torch.fft.fftfreq(spec.shape[-2], dtype=torch.float64, device=spec.device).abs()[:, None]
+            fx = torch.fft.fftfreq(spec.shape[-1], dtype=torch.float64, device=spec.device).abs()[None, :]
+            outside = (fy > 0.5 / sy) | (fx > 0.5 / sx)
+            energy += spec.sum(dim=(0, 2, 3)).cpu()
+            folded += (spec * outside).sum(dim=(0, 2, 3)).cpu()
+    if not per_filter:
+        folded, energy = folded.sum(), energy.sum()
+    share = folded / energy
+    share[energy <= 0] = float("nan")
+    return share.float()
+
+
 def summarize(values: Sequence[float] | torch.Tensor) -> dict[str, Any]:
     """Median and interquartile range of finite values (for the Fig. 6 table)."""
     t = torch.as_tensor(values, dtype=torch.float64)
@@ -84,12 +127,14 @@ def summarize(values: Sequence[float] | torch.Tensor) -> dict[str, Any]:
             "q75": float(torch.quantile(t, 0.75)), "n": int(t.numel())}
 
 
-def fig6_measures(nets: dict[str, Any], top1: dict[str, float], layer2: dict[str, torch.Tensor]) -> Any:
+def fig6_measures(nets: dict[str, Any], top1: dict[str, float], layer2: dict[str, torch.Tensor],
+                  images: torch.Tensor | None = None) -> Any:
     """Fig. 6 in numbers, one row per network (``nets``: name → network; ``top1``: name → val top-1;
     ``layer2``: name → its conv2 projections, M×k×3×R×R, for the networks that have them): val top-1, the
-    share of dead conv1 filters, the energy share of the top 5 % of conv1 filters, the largest filter RMS
-    and the median high-frequency share of the conv1 filters and of the conv2 projections. A DataFrame
-    indexed by network."""
+    share of dead conv1 filters, the energy share of the top 5 % of conv1 filters, the largest filter RMS,
+    the median high-frequency share of the conv1 filters and of the conv2 projections and, given
+    ``images``, the aliased share of conv1 (:func:`aliased_share`, energy-weighted over the filters: the
+    share of the layer's whole response that its stride folds). A DataFrame indexed by network."""
     import pandas as pd
 
     from .models import get_layer
@@ -100,6 +145,8 @@ def fig6_measures(nets: dict[str, Any], top1: dict[str, float], layer2: dict[str
         row = {"network": name, "val top-1": top1[name], "dead conv1 filters": dead_filter_fraction(w),
                "top-5% energy": dominance(w), "max filter RMS": float(filter_rms(w).max()),
                "HF share conv1 filters": summarize(high_frequency_share(w))["median"]}
+        if images is not None:
+            row["aliased share conv1"] = float(aliased_share(get_layer(net, "conv1"), images, per_filter=False))
         if name in layer2:
             row["HF share conv2 projections"] = summarize(high_frequency_share(layer2[name].flatten(0, 1)))["median"]
         rows.append(row)
@@ -108,7 +155,7 @@ def fig6_measures(nets: dict[str, Any], top1: dict[str, float], layer2: dict[str
 
 def fig6_claims(t: Any) -> list[Any]:
     """Fig. 6's four claims on a :func:`fig6_measures` table of the networks "ZFNet", "ZFNet, no
-    renormalisation" and "AlexNet replica"."""
+    renormalisation" and "AlexNet replica" (made with ``images``: (d, e) compares the aliased share)."""
     from .claims import Claim
 
     def compare(name: str, paper: str, column: str, more: str, less: str) -> Claim:
@@ -120,8 +167,9 @@ def fig6_claims(t: Any) -> list[Any]:
                 "top-5% energy", "ZFNet, no renormalisation", "ZFNet"),
         compare("(b, c) the replica has more dead layer-1 filters than ZFNet", "Fig. 6b: dead features",
                 "dead conv1 filters", "AlexNet replica", "ZFNet"),
-        compare("(d, e) the replica's layer-2 features carry more high frequencies (aliasing)",
-                "Fig. 6d: aliasing artefacts in layer 2", "HF share conv2 projections", "AlexNet replica", "ZFNet"),
+        compare("(d, e) the replica's stride-4 layer 1 aliases more of what layer 2 sees (aliased share)",
+                "Fig. 6d: aliasing artefacts in layer 2, from the stride 4 of layer 1", "aliased share conv1",
+                "AlexNet replica", "ZFNet"),
         compare("ZFNet classifies better than the replica", "Table 2: the Fig. 3 network beats the replica",
                 "val top-1", "ZFNet", "AlexNet replica"),
     ]

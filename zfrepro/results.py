@@ -104,9 +104,11 @@ def results_markdown(output: str = "default", notes: dict[str, str] | None = Non
     if "fig6" in a:
         f6 = a["fig6"]
         rows = [[t.get("network"), t.get("val top-1"), t.get("dead conv1 filters"), t.get("top-5% energy"),
-                 t.get("HF share conv1 filters"), t.get("HF share conv2 projections")] for t in f6.get("table", [])]
+                 t.get("HF share conv1 filters"), t.get("aliased share conv1"), t.get("HF share conv2 projections")]
+                for t in f6.get("table", [])]
         parts.append(f"## Fig. 6 — renormalisation and aliasing ({f6.get('epochs')} epochs each)\n\n" + _table(
-            ["network", "val top-1", "dead conv1 filters", "top-5% filter energy", "HF share conv1", "HF share conv2 proj."],
+            ["network", "val top-1", "dead conv1 filters", "top-5% filter energy", "HF share conv1", "aliased share conv1",
+             "HF share conv2 proj."],
             rows) + claims.table("Fig. 6") + "\n")
     d = r.get("02_deconvnet")
     if d:
