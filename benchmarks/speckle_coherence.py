@@ -45,12 +45,12 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def paint(rec: torch.Tensor, conv1: torch.nn.Conv2d, size: torch.Size) -> torch.Tensor:
-    """conv1's transpose of a layer-1 reconstruction (C×H×W) to pixels of ``size``: the deconvnet's last step."""
-    base = torch.nn.functional.conv_transpose2d(rec[None], conv1.weight, None, conv1.stride, conv1.padding)
+    """conv1's transpose of layer-1 reconstructions (N×C×H×W) to pixels of ``size``: the deconvnet's last step."""
+    base = torch.nn.functional.conv_transpose2d(rec, conv1.weight, None, conv1.stride, conv1.padding)
     extra = tuple(int(t) - int(b) for t, b in zip(size, base.shape[-2:]))
     if extra == (0, 0):
         return base
-    return torch.nn.functional.conv_transpose2d(rec[None], conv1.weight, None, conv1.stride, conv1.padding, extra)
+    return torch.nn.functional.conv_transpose2d(rec, conv1.weight, None, conv1.stride, conv1.padding, extra)
 
 
 def main() -> None:
@@ -69,21 +69,22 @@ def main() -> None:
         units = project_top_units(model, val, tops[layer], maps, deconv=dn)
         noise = projection_noise(units.projections, units.patches).flatten()
         pr, hf = [], {k: [] for k in ("all", *KEEP)}
-        for mp in maps:
-            for r in range(tops[layer].values.shape[1]):
-                x = val.batch([int(tops[layer].image_index[mp, r])])
-                steps = tracer.trace(x, layer, [mp], tops[layer].position[mp, r][None])
-                rec = steps[-2][1][0]  # the rectified layer-1 reconstruction, before conv1's transpose
-                energy = rec.pow(2).flatten(1).sum(1)
-                pr.append(float(energy.sum() ** 2 / energy.pow(2).sum()))
-                order = energy.argsort(descending=True)
-                pixels = steps[-1][1]
-                assert torch.allclose(paint(rec, conv1, pixels.shape[-2:]), pixels, atol=1e-5 * float(pixels.abs().max()))
-                for k in ("all", *KEEP):
-                    kept = rec if k == "all" else torch.zeros_like(rec).index_copy_(0, order[:k], rec[order[:k]])
-                    hf[k].append(float(high_frequency_share(paint(kept, conv1, pixels.shape[-2:]))[0]))
+        t = tops[layer]
+        index = t.image_index[maps].flatten()  # the same units, in the same order, as ``units``
+        steps = tracer.trace(val.batch([int(i) for i in index]), layer, [m for m in maps for _ in range(t.values.shape[1])],
+                             t.position[maps].flatten(0, 1))  # one forward and one backward pass for the layer
+        recs, pixels = steps[-2][1], steps[-1][1]  # the rectified layer-1 reconstructions; the projections
+        assert torch.allclose(paint(recs, conv1, pixels.shape[-2:]), pixels, atol=1e-5 * float(pixels.abs().max()))
+        for rec in recs:
+            energy = rec.pow(2).flatten(1).sum(1)
+            pr.append(float(energy.sum() ** 2 / energy.pow(2).sum()))
+            order = energy.argsort(descending=True)
+            for k in ("all", *KEEP):
+                kept = rec if k == "all" else torch.zeros_like(rec).index_copy_(0, order[:k], rec[order[:k]])
+                hf[k].append(float(high_frequency_share(paint(kept[None], conv1, pixels.shape[-2:]))[0]))
         pr_t = torch.tensor(pr)
-        all_pr.append(pr_t), all_noise.append(noise)
+        all_pr.append(pr_t)
+        all_noise.append(noise)
         row["layers"][layer] = {"participation_ratio_median": round(float(pr_t.median()), 2),
                                 "projection_noise_median": round(float(noise.nanmedian()), 2),
                                 "spearman_pr_vs_noise": round(spearman(pr_t, noise), 3) if layer != "conv1" else None,

@@ -29,8 +29,7 @@ import torch
 from .errors import ConfigError
 
 __all__ = ["filter_rms", "dead_filter_fraction", "dominance", "high_frequency_share", "aliased_share", "summarize",
-           "fig6_measures",
-           "fig6_claims"]
+           "fig6_measures", "fig6_claims"]
 
 
 def filter_rms(weight: torch.Tensor) -> torch.Tensor:
