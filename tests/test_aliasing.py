@@ -101,3 +101,29 @@ def test_aliased_share_rejects_what_it_cannot_measure():
         aliased_share(conv, torch.randn(2, 1, 16, 16))
     with pytest.raises(ConfigError, match="nn.Conv2d"):
         aliased_share(torch.nn.Linear(3, 3), torch.randn(2, 3, 16, 16))
+
+
+def test_fig6_measures_read_filter_structure_and_the_conv1_step():
+    """The (b, c) columns: a ZFNet whose conv1 holds oriented gratings under a Gaussian envelope against
+    one whose conv1 is white noise (a filter that never left a random start): the first is structured,
+    the second has no structured filter, and neither is faint; "conv1 lr ×" is each run's multiplier."""
+    from zfrepro.aliasing import fig6_measures
+    from zfrepro.models import build_model, get_layer
+
+    c = torch.arange(7.0) - 3
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    g = torch.Generator().manual_seed(0)
+    nets = {name: build_model("zfnet", num_classes=10, input_size=64, width=0.25, fc_width=32) for name in ("gabor", "noise")}
+    w = get_layer(nets["gabor"], "conv1").weight
+    with torch.no_grad():
+        for i in range(w.shape[0]):
+            th = math.pi * i / w.shape[0]
+            u = xx * math.cos(th) + yy * math.sin(th)
+            pattern = torch.exp(-(xx ** 2 + yy ** 2) / 8) * torch.cos(2 * math.pi * 0.2 * u)
+            w[i] = 0.05 * torch.randn(3, 1, 1, generator=g) * pattern
+        get_layer(nets["noise"], "conv1").weight.copy_(0.01 * torch.randn(w.shape, generator=g))
+    t = fig6_measures(nets, {"gabor": 0.5, "noise": 0.4}, {}, first_lr_mult={"gabor": 3, "noise": 32})
+    assert t.loc["gabor", "structure conv1"] > 0.95 and t.loc["gabor", "unstructured conv1"] == 0.0
+    assert t.loc["noise", "structure conv1"] < 0.45 and t.loc["noise", "unstructured conv1"] > 0.9
+    assert (t["dead conv1 filters"] == 0.0).all()  # the noise filters are not faint: RMS alone misses them
+    assert t["conv1 lr ×"].tolist() == [3.0, 32.0] and "aliased share conv1" not in t

@@ -11,7 +11,7 @@ import pytest
 
 from zfrepro.aliasing import fig6_claims
 from zfrepro.claims import Claim, claims_json, claims_rows, format_value, read_claims
-from zfrepro.correspondence import PARTS, parts_below_random, table1_claims
+from zfrepro.correspondence import PAPER_MARGINS, PARTS, part_margins, parts_below_random, table1_claims
 from zfrepro.invariance import invariance_claims
 from zfrepro.models import PAPER_MAP_SIZES, describe, map_size_claim, zfnet
 from zfrepro.errors import ConfigError
@@ -33,15 +33,34 @@ def test_map_size_claim_holds_at_224_only():
 def test_fig6_claims_compare_the_three_networks():
     t = pd.DataFrame([
         {"network": "ZFNet", "val top-1": 0.8, "dead conv1 filters": 0.0, "top-5% energy": 0.1, "HF share conv2 projections": 0.2,
-         "aliased share conv1": 0.01},
-        {"network": "ZFNet, no renormalisation", "val top-1": 0.7, "dead conv1 filters": 0.1, "top-5% energy": 0.3},
+         "aliased share conv1": 0.01, "max filter RMS": 0.1,
+         "structure conv1": 0.92, "unstructured conv1": 0.02},
+        {"network": "ZFNet, no renormalisation", "val top-1": 0.7, "dead conv1 filters": 0.1, "top-5% energy": 0.3,
+         "max filter RMS": 0.25},
         {"network": "AlexNet replica", "val top-1": 0.75, "dead conv1 filters": 0.2, "top-5% energy": 0.1,
-         "HF share conv2 projections": 0.3, "aliased share conv1": 0.005}]).set_index("network")
+         "HF share conv2 projections": 0.3, "aliased share conv1": 0.005, "max filter RMS": 0.1,
+         "structure conv1": 0.87, "unstructured conv1": 0.06}]).set_index("network")
     claims = fig6_claims(t)
     assert [c.holds for c in claims] == [True, True, False, True]
     assert claims[2].ours == (0.005, 0.01) and all(c.figure == "Fig. 6" for c in claims)
     t.loc["AlexNet replica", "aliased share conv1"] = 0.04  # what the stride folds, not the projections' HF share
     assert fig6_claims(t)[2].holds
+    # (b, c): more distinctive AND fewer without structure; either one alone fails
+    assert claims[1].ours == {"structure": (0.92, 0.87), "unstructured": (0.02, 0.06)}
+    t.loc["AlexNet replica", "unstructured conv1"] = 0.02
+    assert fig6_claims(t)[1].holds is False
+    t.loc["AlexNet replica", ["unstructured conv1", "structure conv1"]] = [0.06, 0.95]
+    assert fig6_claims(t)[1].holds is False
+    # (a) on another pair of rows (the runs at the paper's conv1 step), and untested where the cap never clipped
+    pair = t.loc[["ZFNet, no renormalisation", "ZFNet"]].rename(index={"ZFNet, no renormalisation": "free", "ZFNet": "capped"})
+    u = pd.concat([t, pair])
+    u.loc["free", "top-5% energy"] = 0.05
+    assert fig6_claims(u, renorm_pair=("free", "capped"))[0].holds is False
+    assert fig6_claims(u)[0].holds is True
+    u.loc["free", "max filter RMS"] = 0.097  # below the radius: with and without renormalisation are the same run
+    a = fig6_claims(u, renorm_pair=("free", "capped"))[0]
+    assert a.holds is None and "not tested" in a.name and "0.1" in a.name
+    assert fig6_claims(u, renorm_pair=("free", "capped"), radius=0.05)[0].holds is False
 
 
 def test_occlusion_claim_thresholds():
@@ -64,7 +83,20 @@ def test_invariance_and_table1_and_structure_claims():
             for p, m in zip((*PARTS, "random"), ms)]
     below = parts_below_random(pd.DataFrame(rows), ["conv5", "fc7"])
     assert below["fc7"] == {"right_eye": True, "left_eye": False, "nose": True}
-    assert claims_rows(table1_claims(below)) == [["conv5: every part below random", True], ["fc7: every part below random", False]]
+    margins = part_margins(pd.DataFrame(rows), ["conv5", "fc7"])
+    assert margins == pytest.approx({"conv5": 0.5, "fc7": (0.2 - 0.5 / 3) / 0.2})
+    five, seven = "conv5: every part below random", "fc7: the parts' lead over random at conv5 shrinks (lead: share of random's Δ)"
+    assert claims_rows(table1_claims(below, margins)) == [[five, True], [seven, True]]
+    # the paper's own Table 1 passes both; a lead that grows, or no lead at layer 5 to shrink, fails layer 7
+    assert PAPER_MARGINS == pytest.approx({"conv5": 0.330, "fc7": 0.059}, abs=1e-3)
+    assert [c.holds for c in table1_claims(below, PAPER_MARGINS)] == [True, True]
+    assert [c.holds for c in table1_claims(below, {"conv5": 0.1, "fc7": 0.2})] == [True, False]
+    assert [c.holds for c in table1_claims(below, {"conv5": -0.02, "fc7": -0.05})] == [True, False]
+    assert [c.holds for c in table1_claims(below)] == [True, None]  # no margins: layer 7 not tested
+    # a stand-in layer (a network without conv5) is judged as the paper's layer it stands for; other layers get no claim
+    stand_in = table1_claims({"conv4": below["conv5"], "fc6": below["fc7"], "conv3": below["conv5"]},
+                             {"conv4": 0.3, "fc6": 0.1, "conv3": 0.9}, paper_layers={"conv4": "conv5", "fc6": "fc7"})
+    assert [(c.name.split(":")[0], c.holds) for c in stand_in] == [("conv4", True), ("fc6", True)]
     assert structure_claim({"share_structured": STRUCTURED_SHARE}).holds
     assert structure_claim({"share_structured": STRUCTURED_SHARE - 0.01}).holds is False
     assert structure_claim({"share_structured": float("nan")}).holds is None

@@ -48,6 +48,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _multiplier(v: Any) -> str:
+    """A learning-rate multiplier as a table cell: ``3``, ``32``; – where the results file has none."""
+    return "–" if v is None else f"{float(v):g}"
+
+
 class _Claims:
     """Every notebook's :class:`~zfrepro.claims.Claim` records (its results file's ``"claims"``), handed
     out by figure: :meth:`table` renders one figure's claims where its section stands, and
@@ -103,12 +108,15 @@ def results_markdown(output: str = "default", notes: dict[str, str] | None = Non
             ["parameters (1000 classes)", "not stated", f"{a['fig3'].get('parameters', 0):,}"]]) + claims.table("Fig. 3") + "\n")
     if "fig6" in a:
         f6 = a["fig6"]
-        rows = [[t.get("network"), t.get("val top-1"), t.get("dead conv1 filters"), t.get("top-5% energy"),
-                 t.get("HF share conv1 filters"), t.get("aliased share conv1"), t.get("HF share conv2 projections")]
+        rows = [[t.get("network"), _multiplier(t.get("conv1 lr ×", f6.get("first_lr_mult"))), t.get("val top-1"),
+                 t.get("dead conv1 filters"), t.get("structure conv1"), t.get("unstructured conv1"), t.get("top-5% energy"),
+                 t.get("max filter RMS"), t.get("HF share conv1 filters"),
+                 t.get("aliased share conv1"), t.get("HF share conv2 projections")]
                 for t in f6.get("table", [])]
         parts.append(f"## Fig. 6 — renormalisation and aliasing ({f6.get('epochs')} epochs each)\n\n" + _table(
-            ["network", "val top-1", "dead conv1 filters", "top-5% filter energy", "HF share conv1", "aliased share conv1",
-             "HF share conv2 proj."],
+            ["network", "conv1 lr ×", "val top-1", "faint conv1 filters", "structure R² conv1 (median)",
+             "conv1 without structure", "top-5% filter energy", "largest filter RMS",
+             "HF share conv1", "aliased share conv1", "HF share conv2 proj."],
             rows) + claims.table("Fig. 6") + "\n")
     d = r.get("02_deconvnet")
     if d:
