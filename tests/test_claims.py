@@ -61,6 +61,10 @@ def test_fig6_claims_compare_the_three_networks():
     a = fig6_claims(u, renorm_pair=("free", "capped"))[0]
     assert a.holds is None and "not tested" in a.name and "0.1" in a.name
     assert fig6_claims(u, renorm_pair=("free", "capped"), radius=0.05)[0].holds is False
+    with pytest.raises(ConfigError, match="needs the networks AlexNet replica.*renorm_pair"):
+        fig6_claims(u.drop(index="AlexNet replica"))
+    with pytest.raises(ConfigError, match="needs the columns structure conv1"):
+        fig6_claims(u.drop(columns="structure conv1"))
 
 
 def test_occlusion_claim_thresholds():

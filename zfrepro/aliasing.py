@@ -144,8 +144,7 @@ def fig6_measures(nets: dict[str, Any], top1: dict[str, float], layer2: dict[str
     import pandas as pd
 
     from .models import get_layer
-
-    from .structure import STRUCTURE_R2, filter_structure
+    from .structure import STRUCTURE_R2, filter_structure  # structure imports this module: imported here
 
     rows = []
     for name, net in nets.items():
@@ -176,6 +175,16 @@ def fig6_claims(t: Any, renorm_pair: tuple[str, str] = ("ZFNet, no renormalisati
     run and cannot differ — the step of conv1 was too small for the paper's effect, not evidence against it."""
     from .claims import Claim
 
+    free, capped = renorm_pair
+    missing = [n for n in ("ZFNet", "AlexNet replica", free, capped) if n not in t.index]
+    if missing:
+        raise ConfigError(f"fig6_claims needs the networks {', '.join(missing)} in the table (it has "
+                          f"{', '.join(map(str, t.index))}); pass renorm_pair=(without, with renormalisation) for other names")
+    columns = ["val top-1", "top-5% energy", "max filter RMS", "structure conv1", "unstructured conv1", "aliased share conv1"]
+    if [c for c in columns if c not in t.columns]:
+        raise ConfigError(f"fig6_claims needs the columns {', '.join(c for c in columns if c not in t.columns)}: "
+                          "make the table with fig6_measures(..., images=...) of this version")
+
     def compare(name: str, paper: str, column: str, more: str, less: str) -> Claim:
         ours = (float(t.loc[more, column]), float(t.loc[less, column]))
         return Claim("Fig. 6", name, paper, ours, bool(t.loc[more, column] > t.loc[less, column]))
@@ -186,7 +195,6 @@ def fig6_claims(t: Any, renorm_pair: tuple[str, str] = ("ZFNet, no renormalisati
               {"structure": (float(z["structure conv1"]), float(r["structure conv1"])),
                "unstructured": (float(z["unstructured conv1"]), float(r["unstructured conv1"]))},
               bool(z["structure conv1"] > r["structure conv1"] and z["unstructured conv1"] < r["unstructured conv1"]))
-    free, capped = renorm_pair
     a = compare("(a) without renormalisation a few filters dominate (top-5 % filter energy)",
                 "Fig. 6a: a few layer-1 filters dominate", "top-5% energy", free, capped)
     if float(t.loc[free, "max filter RMS"]) <= radius:

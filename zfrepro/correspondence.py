@@ -374,7 +374,8 @@ def part_margins(table: Any, layers: Sequence[str]) -> dict[str, float]:
 
 
 #: The paper's Table 1 margins (:func:`part_margins` of its own values) at layers 5 and 7.
-PAPER_MARGINS = {"conv5": (0.107 - (0.067 + 0.069 + 0.079) / 3) / 0.107, "fc7": (0.073 - (0.069 + 0.068 + 0.069) / 3) / 0.073}
+PAPER_MARGINS = {ly: (PAPER_TABLE1[("random", name)][0] - sum(PAPER_TABLE1[(p, name)][0] for p in PARTS) / len(PARTS))
+                 / PAPER_TABLE1[("random", name)][0] for ly, name in (("conv5", "layer 5"), ("fc7", "layer 7"))}
 
 
 def table1_claims(below: dict[str, dict[str, bool]], margins: dict[str, float] | None = None,
