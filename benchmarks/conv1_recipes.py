@@ -54,6 +54,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "conv-start-x0.25": {"conv_init_mult": 0.25},          # conv2-5 start 1/4 of He: less random start left
     "conv-lr-x3": {"conv_lr_mult": 3.0},                   # conv2-5 learn 3x faster: more learned energy
     "conv-decay-x20": {"conv_decay_mult": 20.0},           # conv2-5 weight decay 1e-2: the start decays faster
+    "conv1-decay-x20": {"first_decay_mult": 20.0},         # a cleaner conv1 (its non-Gabor residue decays): 22 epochs
 }
 OUT = Path(__file__).with_name("conv1_recipes.jsonl")
 
