@@ -55,12 +55,13 @@ def measure(profile: str, mult: float, epochs: int) -> dict:
         tops = top_activations(nets[name], val, layers=["conv2"], k=9, progress=False)["conv2"]
         alive = choose_maps(tops, tops.values.shape[0], seed=0)
         proj[name] = project_top_units(nets[name], val, tops, alive, deconv=DeconvNet(nets[name])).projections
-    table = fig6_measures(nets, top1, proj)
+    images = val.batch(list(range(0, len(val), max(1, len(val) // 64))))  # ~64 val images, as notebook 01
+    table = fig6_measures(nets, top1, proj, images=images)
     claims = fig6_claims(table)
     return {"profile": profile, "first_lr_mult": mult, "epochs": epochs,
             "table": {n: {k: round(float(v), 4) for k, v in row.items() if v == v}
                       for n, row in table.to_dict(orient="index").items()},
-            "claims": {c.name: bool(c.holds) for c in claims}, "seconds": round(time.monotonic() - t0)}
+            "claims": {c.name: c.holds for c in claims}, "seconds": round(time.monotonic() - t0)}
 
 
 def main(argv: list[str] | None = None) -> int:
