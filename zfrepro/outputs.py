@@ -27,7 +27,7 @@ __all__ = ["CANONICAL_PARAMETERS", "notebook_parameters", "notebook_defaults", "
 CANONICAL_PARAMETERS: dict[str, dict[str, Any]] = {
     "01_architecture": {"profile": "default", "input_size": 224, "num_classes": 1000, "profile_classes": 10,
                         "data_root": "", "device": "auto", "comparison_epochs": 5, "comparison_eval_crops": 1,
-                        "comparison_first_lr_mult": 0.0, "maps_per_layer": 4, "seed": 0},
+                        "comparison_first_lr_mult": 0.0, "renorm_first_lr_mult": 32.0, "maps_per_layer": 4, "seed": 0},
     "02_deconvnet": {"profile": "default", "data_root": "", "device": "auto", "layer": "conv5", "image_index": 0,
                      "norm": "identity", "arch": "zfnet", "weights": "", "interactive": False},
     "03_feature_visualization": {"profile": "default", "data_root": "", "device": "auto", "maps_per_layer": 6,
