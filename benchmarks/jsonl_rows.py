@@ -18,3 +18,18 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
     print(text, flush=True)
     with path.open("a") as fh:
         fh.write(text + "\n")
+
+
+def snapshot_epochs(profile: str, epochs: str = "") -> list[int]:
+    """The epochs to measure: ``epochs`` ("1,5,22"), else every snapshot of the profile's zfnet run."""
+    from zfrepro.config import resolve_profile
+    from zfrepro.runs import list_snapshots, run_dir_for
+
+    if epochs:
+        return [int(e) for e in epochs.split(",")]
+    prof, arch = resolve_profile(profile)
+    found = sorted(list_snapshots(run_dir_for(prof, arch)))
+    if not found:
+        raise SystemExit(f"no snapshots of the {profile} run in {run_dir_for(prof, arch)}: train it first "
+                         f"(zfrepro reproduce --profile {profile} --only 02)")
+    return found

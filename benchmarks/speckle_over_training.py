@@ -1,6 +1,6 @@
 """Does the conv2-5 speckle fade with training? (issue #14; the committed run's own snapshots, no training)
 
-For each snapshot of a finished run (``default``: epochs 1, 2, 5, 10, 20, 22), the projection noise per layer
+For each snapshot of a finished run (``default``: its snapshot epochs), the projection noise per layer
 (median over 6 maps x 9 top activations on the validation split of the projection's high-frequency share
 over its patch's; ``zfrepro.structure.projection_noise``, ~1 = as smooth as its patch) and the share of each
 conv layer's weight energy still along its random start, (<W, W0>/|W0|)^2 / |W|^2.
@@ -40,7 +40,7 @@ def main() -> None:
         torch.manual_seed(prof.seed)
         start = build_network(prof, arch, model.spec["num_classes"])
         noise = median_projection_noise(model, val, maps_per_layer=6, k=9, seed=0)
-        row = {"profile": profile, "epoch": epoch, "projection_noise": noise,
+        row = {"profile": profile, "run_epochs": prof.epochs, "epoch": epoch, "projection_noise": noise,
                "start_energy_share": {n: round(start_share(model, start, n), 3) for n in noise}}
         print(json.dumps(row), flush=True)
         with open(OUT, "a") as f:

@@ -23,9 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.jsonl_rows import append_row, read_rows  # noqa: E402
+from benchmarks.jsonl_rows import append_row, read_rows, snapshot_epochs  # noqa: E402
 
 from zfrepro.correspondence import PARTS, correspondence_table, faces_for_dataset  # noqa: E402
+from zfrepro.config import resolve_profile  # noqa: E402
 from zfrepro.train import load_trained  # noqa: E402
 
 OUT = Path(__file__).with_name("table1_over_training.jsonl")
@@ -40,7 +41,7 @@ def measure(profile: str, epoch: int) -> dict:
         raise SystemExit(f"table1_over_training: {skipped}")
     model = load_trained(profile, epoch=epoch)
     table = correspondence_table(model, faces, LAYERS, n=5, draws=20, random_per_draw=5, seed=0)
-    row: dict = {"profile": profile, "epoch": epoch, "layers": {}}
+    row: dict = {"profile": profile, "run_epochs": resolve_profile(profile)[0].epochs, "epoch": epoch, "layers": {}}
     for layer in LAYERS:
         means = table[table.layer == layer].set_index("part")["mean"]
         parts = {p: round(float(means[p]), 4) for p in PARTS}
@@ -53,7 +54,7 @@ def measure(profile: str, epoch: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
-    ap.add_argument("--epochs", default="1,2,5,10,20,22", help="snapshot epochs (comma-separated)")
+    ap.add_argument("--epochs", default="", help="snapshot epochs (comma-separated; default: every snapshot of the run)")
     ap.add_argument("--table", action="store_true", help="print the rows as the README's Markdown table")
     a = ap.parse_args(argv)
     if a.table:
@@ -62,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
               "| --- | --- | " + " | ".join("---" for _ in PARTS) + " | --- | --- |")
         for r in rows:
             for layer, m in r["layers"].items():
-                print(f"| {r['epoch']} | {layer} | " + " | ".join(f"{m[p]:.3f}" for p in PARTS)
+                print(f"| {r['epoch']} of {r.get('run_epochs', 22)} | {layer} | " + " | ".join(f"{m[p]:.3f}" for p in PARTS)
                       + f" | {m['random']:.3f} | {m['gap']:+.3f} |")
         return 0
-    for epoch in [int(e) for e in a.epochs.split(",")]:
+    for epoch in snapshot_epochs(a.profile, a.epochs):
         row = measure(a.profile, epoch)
         append_row(OUT, row)
     return 0

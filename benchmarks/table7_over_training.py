@@ -26,9 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.jsonl_rows import append_row, read_rows  # noqa: E402
+from benchmarks.jsonl_rows import append_row, read_rows, snapshot_epochs  # noqa: E402
 
 from zfrepro import transfer  # noqa: E402
+from zfrepro.config import resolve_profile  # noqa: E402
 from zfrepro.train import load_trained  # noqa: E402
 
 OUT = Path(__file__).with_name("table7_over_training.jsonl")
@@ -37,7 +38,7 @@ OUT = Path(__file__).with_name("table7_over_training.jsonl")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
-    ap.add_argument("--epochs", default="1,5,10,22", help="snapshots of the profile's run (comma-separated)")
+    ap.add_argument("--epochs", default="", help="snapshots of the profile's run (comma-separated; default: every snapshot)")
     ap.add_argument("--table", action="store_true", help="print the rows as the README's Markdown table")
     a = ap.parse_args(argv)
     if a.table:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         for what in ("svm", "softmax", "dimension"):
             for r in rows:
                 vals = r[what]
-                print(f"| {r['epoch']} ({what}) | " + " | ".join(f"{vals[n]:.1f}" for n in layers) + " |")
+                print(f"| {r['epoch']} of {r.get('run_epochs', 22)} ({what}) | " + " | ".join(f"{vals[n]:.1f}" for n in layers) + " |")
         return 0
     root = transfer.resolve_caltech_root()
     cats = transfer.caltech_categories(root)
@@ -57,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     index = {p: i for i, p in enumerate(caltech.paths)}
     train_rows = np.array([index[p] for p in split[0][0]])
     C = transfer.transfer_plan(a.profile).C
-    for epoch in [int(e) for e in a.epochs.split(",")]:
+    for epoch in snapshot_epochs(a.profile, a.epochs):
         t0 = time.monotonic()
         model = load_trained(a.profile, epoch=epoch)
         feats = transfer.layer_features(model, inputs, progress=False)
         scored = transfer.evaluate_layers(feats, caltech.labels, caltech.paths, split, C=C, progress=False)
-        row = {"profile": a.profile, "epoch": epoch, "fold": 0, "per_class": 30,
+        row = {"profile": a.profile, "run_epochs": resolve_profile(a.profile)[0].epochs, "epoch": epoch, "fold": 0, "per_class": 30,
                **{k: {r["layer"]: round(r["mean"], 2) for r in scored if r["kind"] == k} for k in ("svm", "softmax")},
                "dimension": transfer.layer_dimensions(feats, rows=train_rows),
                "seconds": round(time.monotonic() - t0)}
