@@ -89,8 +89,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "default": Profile(
         name="default", resize=146, input_size=128, pixel_scale=64.0, width=0.5, fc_width=1024,
-        init="hybrid", dropout=0.3, epochs=22, batch_size=64, lr=0.02, first_lr_mult=3.0, weight_decay=5e-4,
-        schedule="onecycle", augment="crop-flip", label_smoothing=0.1, snapshot_epochs=(1, 2, 5, 10, 20),
+        init="hybrid", dropout=0.3, epochs=44, batch_size=64, lr=0.02, first_lr_mult=3.0, weight_decay=5e-4,
+        schedule="onecycle", augment="crop-flip", label_smoothing=0.1, snapshot_epochs=(1, 2, 5, 10, 20, 30, 40),
         eval_crops=10,
         deviations=("Imagenette (10 classes, 9,469 train images) instead of ImageNet",
                     "128-px crops of 146-px images instead of 224 of 256",
@@ -108,7 +108,8 @@ PROFILES: dict[str, Profile] = {
                     "one-cycle lr (peak 0.02) instead of manual annealing on plateaus",
                     "dropout 0.3 instead of 0.5; weight decay 5e-4 and label smoothing 0.1 (not in the paper)",
                     "inputs (pixels - mean)/64 instead of raw pixel range",
-                    "22 epochs instead of 70"),
+                    "44 epochs instead of 70 (22 gave 79.9 % val top-1 with 10 crops, 44 give 83.2 % and conv3 projections 44 % less "
+                    "noisy; the complete run 66 min on 2 CPU cores)"),
     ),
     "paper": Profile(name="paper", deviations=()),
 }
