@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
               "| --- | --- | " + " | ".join("---" for _ in PARTS) + " | --- | --- |")
         for r in rows:
             for layer, m in r["layers"].items():
-                print(f"| {r['epoch']} of {r.get('run_epochs', 22)} | {layer} | " + " | ".join(f"{m[p]:.3f}" for p in PARTS)
+                print(f"| {r['epoch']} of {r['run_epochs']} | {layer} | " + " | ".join(f"{m[p]:.3f}" for p in PARTS)
                       + f" | {m['random']:.3f} | {m['gap']:+.3f} |")
         return 0
     for epoch in snapshot_epochs(a.profile, a.epochs):

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         for what in ("svm", "softmax", "dimension"):
             for r in rows:
                 vals = r[what]
-                print(f"| {r['epoch']} of {r.get('run_epochs', 22)} ({what}) | " + " | ".join(f"{vals[n]:.1f}" for n in layers) + " |")
+                print(f"| {r['epoch']} of {r['run_epochs']} ({what}) | " + " | ".join(f"{vals[n]:.1f}" for n in layers) + " |")
         return 0
     root = transfer.resolve_caltech_root()
     cats = transfer.caltech_categories(root)
