@@ -76,7 +76,9 @@ def test_results_md_puts_ours_beside_the_paper(tmp_path, monkeypatch):
         {"sensitive": 0.4, "random": 0.01})]), "sensitivity": {"images": 10.0, "sensitive_mean": 0.4, "random_mean": 0.01}}, "p")
     structure = {"median_r2": 0.91, "share_structured": 0.875, "threshold": 0.6, "n": 48}
     write_results("03_feature_visualization", {"arch": "zfnet", "filter_structure": structure, "layers": {"conv1": {
-        "maps": 48, "active_on_val": 47, "shown": [1, 2], "projection_noise": {"median": 1.25, "q25": 1.0, "q75": 1.5}}},
+        "maps": 48, "active_on_val": 47, "shown": [1, 2], "projection_noise": {"median": 1.25, "q25": 1.0, "q75": 1.5},
+        "projection_alignment": {"matched": {"median": 0.5, "q25": 0.4, "q75": 0.6},
+                                 "control": {"median": 0.1, "q25": 0.0, "q75": 0.2}}}},
         "claims": claims_json([structure_claim(structure)])}, "p")
     (tmp_path / "p" / "broken.json").write_text("{not json")
     path = write_results_md("p")
@@ -86,7 +88,7 @@ def test_results_md_puts_ours_beside_the_paper(tmp_path, monkeypatch):
     assert "| conv5: every part below random | every part below random (layer 5: 0.067-0.079 vs 0.107) | nose yes | yes |" in text
     assert ("| median relative drop ≥ 0.5 sensitive, ≤ 0.2 random | the class depends on covering the object, not any part "
             "of the image | random 0.01, sensitive 0.4 | **no** |") in text
-    assert "| conv1 | 48 | 47 | 1, 2 | 1.25 [1.00, 1.50] |" in text
+    assert "| conv1 | 48 | 47 | 1, 2 | 1.25 [1.00, 1.50] | 0.50 [0.40, 0.60] | 0.10 [0.00, 0.20] |" in text
     assert "| share with structure R² ≥ 0.6 | 0.88 |" in text
     assert "(≥ 85 % with R² ≥ 0.6) | oriented edges and colour blobs (Fig. 2, 6c) | 0.875 | yes |" in text
     assert "Fig. 6" not in text  # no notebook 01 results: no section

@@ -132,3 +132,26 @@ def test_random_masks_share_one_position_and_stay_inside():
         assert (c == c[0]).all()
         assert 5 <= float(c[0, 0]) <= 59 and 5 <= float(c[0, 1]) <= 59
         mask_images(faces.images, c, faces.mask_size)  # never raises
+
+
+def test_layer5_features_pooled_to_the_fc6_grid_are_pool5s_output():
+    from zfrepro.correspondence import layer_features
+
+    torch.manual_seed(0)
+    model = init_weights(zfnet(10, 64, 0.25, 32), "kaiming").eval()
+    x = torch.randn(3, 3, 64, 64)
+    whole = layer_features(model, x, ["conv5", "fc7"])
+    pooled = layer_features(model, x, ["conv5", "fc7"], grid=0)
+    with torch.no_grad():
+        pool5 = model.features(x)
+    assert pool5.shape[-1] < int(whole["conv5"].shape[1] ** 0.5)  # pooling does shrink the map
+    torch.testing.assert_close(pooled["conv5"], pool5.flatten(1))  # the vector fc6 reads, the paper's layer 5
+    torch.testing.assert_close(pooled["fc7"], whole["fc7"])  # fully connected layers are not pooled
+    one = layer_features(model, x, ["conv5"], grid=1)["conv5"]
+    torch.testing.assert_close(one, whole["conv5"].view(3, pool5.shape[1], -1).amax(-1))
+    with pytest.raises(ConfigError, match="grid must be None"):
+        layer_features(model, x, ["conv5"], grid=-1)
+    faces = _faceset(torch.randn(6, 3, 64, 64), torch.rand(6, 2) * 30 + 17)
+    a = correspondence_table(model, faces, ["conv5"], n=4, draws=3, random_per_draw=2, seed=0, grid=0)
+    b = correspondence_table(model, faces, ["conv5"], n=4, draws=3, random_per_draw=2, seed=0)
+    assert ((a["mean"] >= 0) & (a["mean"] <= 1)).all() and not a["mean"].equals(b["mean"])

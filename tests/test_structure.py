@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from zfrepro.errors import ConfigError
-from zfrepro.structure import (dominant_pattern, filter_structure, fit_gabor, projection_noise,
-                               summarize_structure)
+from zfrepro.structure import (dominant_pattern, edge_strength, filter_structure, fit_gabor, projection_alignment,
+                               projection_noise, summarize_structure)
 
 
 def _gabor_bank(n: int, k: int = 7, snr: float = 0.0, seed: int = 0) -> torch.Tensor:
@@ -98,3 +98,72 @@ def test_projection_noise_is_one_for_a_copy_and_large_for_pixel_noise():
     assert projection_noise(patches.reshape(2, 2, 3, 27, 27), patches.reshape(2, 2, 3, 27, 27)).shape == (2, 2)
     with pytest.raises(ConfigError, match="same shape"):
         projection_noise(patches, patches[:, :, :5])
+
+
+def _scenes(n: int, size: int = 40, seed: int = 0) -> torch.Tensor:
+    """n images of 2-4 random coloured rectangles on a random background: edges at random places."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.rand(n, 3, 1, 1, generator=g).expand(n, 3, size, size).clone()
+    for i in range(n):
+        for _ in range(int(torch.randint(2, 5, (1,), generator=g))):
+            y0, x0 = (int(v) for v in torch.randint(0, size - 8, (2,), generator=g))
+            h, w = (int(v) for v in torch.randint(6, size // 2, (2,), generator=g))
+            out[i, :, y0:y0 + h, x0:x0 + w] = torch.rand(3, 1, 1, generator=g)
+    return out
+
+
+def test_edge_strength_marks_a_step_edge_and_nothing_on_flat_ground():
+    x = torch.zeros(1, 3, 24, 24)
+    x[..., 12:] = 1.0  # a vertical step between columns 11 and 12
+    e = edge_strength(x, sigma=1.0)[0]
+    assert e.shape == (24, 24)
+    assert int(e.sum(0).argmax()) in (11, 12)  # strongest on the edge
+    assert float(e[:, :4].max()) < 1e-3 * float(e.max())  # nothing far from it
+    with pytest.raises(ConfigError, match="N×C×H×W"):
+        edge_strength(x[0])
+    with pytest.raises(ConfigError, match="sigma"):
+        edge_strength(x, sigma=0)
+
+
+def test_alignment_is_one_for_the_patch_itself_and_near_zero_for_noise_or_other_images():
+    patches = _scenes(12)
+    same = projection_alignment(patches * 5 - 1, patches)  # scale and offset do not matter
+    assert same.shape == (12,) and torch.allclose(same, torch.ones(12), atol=1e-5)
+    noise = projection_alignment(torch.randn(12, 3, 40, 40, generator=torch.Generator().manual_seed(1)), patches)
+    assert noise.abs().median() < 0.15
+    control = projection_alignment(patches, patches, control=True)  # each against the other 11 scenes
+    assert control.median() < 0.3 and (control < same).all()
+
+
+def test_alignment_sees_contours_under_speckle_that_the_noise_measure_calls_noisy():
+    patches = _scenes(12, seed=2)
+    g = torch.Generator().manual_seed(3)
+    # the patch's contours drawn as one-pixel strokes (a Laplacian) under a speckle of the same energy
+    lap = patches - torch.nn.functional.avg_pool2d(torch.nn.functional.pad(patches, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    speckle = torch.randn(patches.shape, generator=g) * lap.std()
+    strokes = lap + speckle
+    assert projection_noise(strokes, patches).median() > 3  # several times the patch's high frequencies
+    matched = projection_alignment(strokes, patches)
+    control = projection_alignment(strokes, patches, control=True)
+    assert matched.median() > 0.4 and matched.median() > control.median() + 0.3
+    assert projection_alignment(strokes.view(3, 4, 3, 40, 40), patches.view(3, 4, 3, 40, 40)).shape == (3, 4)
+    with pytest.raises(ConfigError, match="same shape"):
+        projection_alignment(strokes[:3], patches)
+    with pytest.raises(ConfigError, match="at least two"):
+        projection_alignment(strokes[:1], patches[:1], control=True)
+
+
+def test_alignment_inside_the_image_ignores_the_grey_fill_around_it():
+    g = torch.Generator().manual_seed(4)
+    patches = _scenes(10, seed=5)
+    inside = torch.ones(10, 40, 40, dtype=torch.bool)
+    inside[:, :, :14] = False  # the receptive field leaves the image on the left
+    patches[:, :, :, :14] = 0.5  # grey fill there, as crop_patch pads a patch
+    noise = torch.randn(patches.shape, generator=g) * inside[:, None]  # a projection is 0 outside the image
+    assert projection_alignment(noise, patches).median() > 0.2  # the fill's step alone correlates with the envelope
+    assert projection_alignment(noise, patches, inside=inside).abs().median() < 0.15
+    assert projection_alignment(patches * inside[:, None], patches, inside=inside).min() > 0.99
+    assert projection_alignment(noise, patches, inside=inside, control=True).abs().median() < 0.15
+    with pytest.raises(ConfigError, match="inside"):
+        projection_alignment(noise, patches, inside=inside[:, :20])
+

@@ -39,6 +39,11 @@ def test_project_top_units_equals_single_projections_cut_to_the_field():
     box = receptive_field(model, "conv3", pos.tolist())
     assert torch.allclose(units.projections[1, 2], crop_patch(alone, box), atol=1e-6)
     assert torch.allclose(units.patches[1, 2], crop_patch(data.to_display(data.batch([i]))[0], box, fill=0.5))
+    # where the receptive field leaves the image: marked, nothing projected there
+    assert units.inside.shape == units.projections.shape[:2] + units.projections.shape[-2:]
+    assert (~units.inside).any() and (units.projections.abs().sum(2)[~units.inside] == 0).all()
+    h, w = data.batch([i]).shape[-2:]
+    assert int(units.inside[1, 2].sum()) == (min(box[2], h) - max(box[0], 0)) * (min(box[3], w) - max(box[1], 0))
 
 
 def test_choose_maps_is_reproducible_skips_dead_maps_and_differs_per_layer():

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, DataError
-from .layers import LayerStack, eval_mode
+from .layers import LayerStack, classifier_grid, eval_mode, pool_to_grid
 
 __all__ = ["PARTS", "FaceAnnotation", "FaceSet", "load_annotations", "prepare_faces", "mask_images",
            "layer_features", "sign_change", "correspondence_table", "PAPER_TABLE1", "MASK_SCALE",
@@ -268,18 +268,25 @@ def mask_images(images: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor
     return out
 
 
-def layer_features(model: nn.Module, images: torch.Tensor, layers: Sequence[str], batch_size: int = 64
-                   ) -> dict[str, torch.Tensor]:
-    """Each layer's rectified output, flattened: ``{layer: N×d}`` (the paper's x_i^l)."""
+def layer_features(model: nn.Module, images: torch.Tensor, layers: Sequence[str], batch_size: int = 64,
+                   grid: int | None = None) -> dict[str, torch.Tensor]:
+    """Each layer's rectified output, flattened: ``{layer: N×d}`` (the paper's x_i^l). ``grid=None`` keeps
+    a conv layer's whole map; an integer max-pools it over a ``grid``×``grid`` grid first
+    (:func:`~zfrepro.layers.pool_to_grid`), ``0`` at the grid fc6 reads (:func:`~zfrepro.layers.classifier_grid`),
+    where conv5's feature is pool5's output, the paper's layer-5 vector."""
     stack = LayerStack(model)
     layers = stack.check(layers)
+    if grid is not None and grid < 0:
+        raise ConfigError(f"grid must be None (whole maps), 0 (the grid fc6 reads) or a positive side, got {grid}")
     dev = next(model.parameters()).device
     got: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     with stack.capture(layers) as feats, eval_mode(model), torch.no_grad():
+        g = classifier_grid(model, images[:1].to(dev)) if grid == 0 else grid
         for s in range(0, len(images), batch_size):
             feats(images[s:s + batch_size].to(dev))
             for n in layers:
-                got[n].append(feats[n].detach().flatten(1).cpu())
+                a = feats[n].detach()
+                got[n].append((a.flatten(1) if g is None else pool_to_grid(a, g)).cpu())
     return {n: torch.cat(v) for n, v in got.items()}
 
 
@@ -312,12 +319,13 @@ def random_centres(faces: FaceSet, idx: Sequence[int], generator: torch.Generato
 
 def correspondence_table(model: nn.Module, faces: FaceSet, layers: Sequence[str] = ("conv5", "fc7"), *,
                          n: int = 5, draws: int = 20, random_per_draw: int = 5, seed: int = 0,
-                         paper_layers: dict[str, str] | None = None) -> Any:
+                         paper_layers: dict[str, str] | None = None, grid: int | None = None) -> Any:
     """Table 1: Δ (:func:`sign_change`) of each part and of random masks at each layer, mean ± std
     over ``draws`` random draws of ``n`` faces (and ``random_per_draw`` random positions per draw
     for the control). Returns a DataFrame with columns ``part, layer, mean, std, draws`` plus the
     paper's values where the layer is conv5 / fc7 (the paper's layers 5 and 7), or where
-    ``paper_layers`` maps a layer to ``"conv5"``/``"fc7"`` (a stand-in of :func:`correspondence_layers`)."""
+    ``paper_layers`` maps a layer to ``"conv5"``/``"fc7"`` (a stand-in of :func:`correspondence_layers`).
+    ``grid`` is :func:`layer_features`' (``None``: conv layers' whole maps; ``0``: pooled to the grid fc6 reads)."""
     import pandas as pd
 
     if not 2 <= n <= len(faces):
@@ -325,10 +333,10 @@ def correspondence_table(model: nn.Module, faces: FaceSet, layers: Sequence[str]
     if draws < 1 or random_per_draw < 1:
         raise ConfigError(f"draws and random_per_draw must be at least 1, got {draws} and {random_per_draw}")
     g = torch.Generator().manual_seed(seed)
-    base = layer_features(model, faces.images, layers)
+    base = layer_features(model, faces.images, layers, grid=grid)
     # a part's mask depends on the face only, not on the draw: ε of every face once per part
     eps = {part: {ly: base[ly] - f for ly, f in layer_features(
-        model, mask_images(faces.images, faces.points[part], faces.mask_size), layers).items()} for part in PARTS}
+        model, mask_images(faces.images, faces.points[part], faces.mask_size), layers, grid=grid).items()} for part in PARTS}
     values: dict[tuple[str, str], list[float]] = {(p, ly): [] for p in (*PARTS, "random") for ly in layers}
     for _ in range(draws):
         idx = torch.randperm(len(faces), generator=g)[:n].tolist()
@@ -337,7 +345,7 @@ def correspondence_table(model: nn.Module, faces: FaceSet, layers: Sequence[str]
             for ly in layers:
                 values[(part, ly)].append(sign_change(eps[part][ly][idx]))
         for _ in range(random_per_draw):
-            feats = layer_features(model, mask_images(imgs, random_centres(faces, idx, g), sizes), layers)
+            feats = layer_features(model, mask_images(imgs, random_centres(faces, idx, g), sizes), layers, grid=grid)
             for ly in layers:
                 values[("random", ly)].append(sign_change(base[ly][idx] - feats[ly]))
     paper_name = {"conv5": "layer 5", "fc7": "layer 7"}

@@ -24,11 +24,13 @@ from functools import cached_property
 from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import LayerError
 
-__all__ = ["LayerStack", "Geometry", "geometry", "pair", "eval_mode", "forward_hooks", "StopForward", "Captured"]
+__all__ = ["LayerStack", "Geometry", "geometry", "pair", "eval_mode", "forward_hooks", "StopForward", "Captured",
+           "classifier_grid", "pool_to_grid"]
 
 _SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 _PAPER_NAME = re.compile(r"(conv|fc)\d+")
@@ -241,3 +243,21 @@ def _rectifier(modules: list[nn.Module], target: nn.Module) -> nn.Module:
                         break
                 return target
     return target
+
+
+def classifier_grid(model: nn.Module, x: torch.Tensor) -> int:
+    """The side of the map that the first fully connected layer reads for inputs like ``x`` (pool5's: 6
+    at 224 px, 3 at 128 px; 1 for a network without a ``features`` block): the spatial resolution of the
+    paper's layer-5 feature vector ("6·6·256 = 9216 dimensions"), used by Table 1 and Table 7."""
+    feats = getattr(model, "features", None)
+    if feats is None:
+        return 1
+    with torch.no_grad():
+        return int(feats(x[:1]).shape[-1])
+
+
+def pool_to_grid(a: torch.Tensor, grid: int) -> torch.Tensor:
+    """A layer's output as a flat feature vector per image: a conv map (N×C×H×W) max-pooled over a
+    ``grid``×``grid`` grid of equal cells, then flattened; a fully connected output (N×D) unchanged. At
+    :func:`classifier_grid`'s grid conv5's pooled output is exactly pool5's."""
+    return F.adaptive_max_pool2d(a, grid).flatten(1) if a.dim() == 4 else a

@@ -40,7 +40,7 @@ CANONICAL_PARAMETERS: dict[str, dict[str, Any]] = {
                      "occluder": 0, "stride": 0, "others": 4, "sample": 200, "seed": 0, "arch": "zfnet",
                      "weights": "", "interactive": False},
     "07_correspondence": {"profile": "default", "data_root": "", "device": "auto", "annotations": "",
-                          "layers": "conv5,fc7", "n": 5, "draws": 20, "random_per_draw": 5, "seed": 0,
+                          "layers": "conv5,fc7", "pooled": True, "n": 5, "draws": 20, "random_per_draw": 5, "seed": 0,
                           "arch": "zfnet", "weights": ""},
     "08_feature_generalization": {"profile": "default", "data_root": "", "caltech_root": "", "device": "auto",
                                   "classes": 0, "folds": 0, "scratch_folds": 0, "scratch_epochs": 0,

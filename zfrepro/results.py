@@ -129,8 +129,10 @@ def results_markdown(output: str = "default", notes: dict[str, str] | None = Non
     if f:
         layers = f.get("layers", {})
         parts.append("## Fig. 2 — top-9 feature visualisation\n\n" + _table(
-            ["layer", "maps", "active on val", "maps shown", "projection noise (median [IQR]; 1 = as smooth as its patch)"], [
-                [k, v.get("maps"), v.get("active_on_val"), ", ".join(map(str, v.get("shown", []))), _iqr(v.get("projection_noise"))]
+            ["layer", "maps", "active on val", "maps shown", "projection noise (median [IQR]; 1 = as smooth as its patch)",
+             "projection alignment with its patch (median [IQR]; 1 = its edges, 0 = noise)", "against other units' patches"], [
+                [k, v.get("maps"), v.get("active_on_val"), ", ".join(map(str, v.get("shown", []))), _iqr(v.get("projection_noise")),
+                 _iqr((v.get("projection_alignment") or {}).get("matched")), _iqr((v.get("projection_alignment") or {}).get("control"))]
                 for k, v in layers.items()]) + "\n")
         st = f.get("filter_structure")
         if st:
@@ -152,7 +154,10 @@ def results_markdown(output: str = "default", notes: dict[str, str] | None = Non
                           f"{_f(s.get('sensitive_mean'))} [{_f(s.get('sensitive_ci_low'))}, {_f(s.get('sensitive_ci_high'))}]"],
                          ["drop of P(correct), random position", "small (qualitative)",
                           f"{_f(s.get('random_mean'))} [{_f(s.get('random_ci_low'))}, {_f(s.get('random_ci_high'))}]"],
-                         ["projection noise of column (c') (median [IQR])", "~1 (crisp)", _iqr(o.get("projection_noise"))]])
+                         ["projection noise of column (c') (median [IQR])", "~1 (crisp)", _iqr(o.get("projection_noise"))],
+                         ["projection alignment of column (c') with its patch / with the other patches (median [IQR])",
+                          "1 / 0 (its own patch's edges)", f"{_iqr((o.get('projection_alignment') or {}).get('matched'))} / "
+                          f"{_iqr((o.get('projection_alignment') or {}).get('control'))}"]])
                      + claims.table("Fig. 7") + "\n")
     c = r.get("07_correspondence")
     if c and c.get("skipped"):
@@ -162,8 +167,10 @@ def results_markdown(output: str = "default", notes: dict[str, str] | None = Non
         for t in c.get("table", []):
             rows.append([t["part"], t["layer"], f"{_f(t.get('paper_mean'))} ± {_f(t.get('paper_std'))}",
                          f"{_f(t.get('mean'))} ± {_f(t.get('std'))}"])
+        read = {True: "; conv layers max-pooled to the grid fc6 reads: conv5 is pool5's output",
+                False: "; conv layers' whole maps"}.get(c.get("pooled"), "")
         parts.append(f"## Table 1 — correspondence ({c.get('faces')} annotated faces, draws of {c.get('n')}, "
-                     f"{c.get('draws')} draws)\n\n" + _table(["part", "layer", "paper Δ", "ours Δ"], rows)
+                     f"{c.get('draws')} draws{read})\n\n" + _table(["part", "layer", "paper Δ", "ours Δ"], rows)
                      + claims.table("Table 1") + "\n")
     parts.extend(filter(None, [_transfer_section(r, claims)]))  # notebook 08
     parts.extend(filter(None, [_ablation_section(r, claims)]))  # notebook 09

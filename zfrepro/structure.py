@@ -12,7 +12,14 @@ definitions are ours:
 * the **projection noise** of a deconvnet projection is its high-frequency share
   (:func:`zfrepro.aliasing.high_frequency_share`) divided by that of the image patch under the same
   receptive field: about 1 when the projection is as smooth as the image that drove the unit,
-  several times more when it is pixel noise over an outline.
+  several times more when it is pixel noise over an outline;
+* the **projection alignment** of a projection is the Pearson correlation, over pixels, of its edge
+  strength with that of its image patch (:func:`edge_strength`: gradient magnitude at a scale of a few
+  pixels, colour channels summed): about 1 when the projection draws the patch's edges where the patch
+  has them, about 0 for noise or for another image's edges. Smoothness and structure are different
+  things — a projection of sharp strokes along the patch's contours is noisy by the first measure and
+  aligned by this one — so notebook 03 reports both, each beside its control (the same projections
+  against the patches of other units).
 
 The fit is a grid search (centre, orientation, frequency, two envelope widths; amplitude and phase
 are linear and solved exactly for every grid point), so it is deterministic and needs no optimiser.
@@ -24,11 +31,13 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .aliasing import high_frequency_share
 from .errors import ConfigError
 
-__all__ = ["dominant_pattern", "fit_gabor", "filter_structure", "projection_noise", "summarize_structure",
+__all__ = ["dominant_pattern", "fit_gabor", "filter_structure", "projection_noise", "edge_strength",
+           "projection_alignment", "summarize_structure",
            "STRUCTURE_R2", "STRUCTURED_SHARE", "structure_claim"]
 
 #: A filter "has structure" (an oriented edge or a colour blob) when its Gabor/blob fit reaches this R².
@@ -174,6 +183,85 @@ def projection_noise(projections: torch.Tensor, patches: torch.Tensor, cutoff: f
     patch = patches.reshape(-1, *patches.shape[-3:])
     ratio = high_frequency_share(proj, cutoff) / high_frequency_share(patch, cutoff)
     return ratio.reshape(lead)
+
+
+def edge_strength(x: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """Edge strength of each item of ``x`` (N×C×H×W): the gradient magnitude of each channel smoothed by a
+    Gaussian of ``sigma`` pixels (central differences; replicated borders), summed over channels → N×H×W.
+    At a ``sigma`` of a few pixels, pixel-to-pixel speckle averages out and contours remain.
+    :func:`projection_alignment`'s map."""
+    if x.dim() != 4:
+        raise ConfigError(f"edge_strength takes N×C×H×W, got shape {tuple(x.shape)}")
+    if not sigma > 0:
+        raise ConfigError(f"sigma is a width in pixels and must be positive, got {sigma}")
+    x = x.detach().double()
+    n, c, h, w = x.shape
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=torch.float64, device=x.device)
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    y = x.reshape(n * c, 1, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
+    y = F.pad(y, (1, 1, 1, 1), mode="replicate")
+    gx = (y[..., 1:-1, 2:] - y[..., 1:-1, :-2]) / 2
+    gy = (y[..., 2:, 1:-1] - y[..., :-2, 1:-1]) / 2
+    return (gx ** 2 + gy ** 2).sqrt().reshape(n, c, h, w).sum(1).float()
+
+
+def _masked_pearson(a: torch.Tensor, b: torch.Tensor, va: torch.Tensor, vb: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of every row of ``a`` with every row of ``b`` (N×D each) over the coordinates
+    valid in both rows (``va``, ``vb``: N×D, 1 = valid) → N×N; NaN where fewer than 16 coordinates are
+    shared or a row is constant on them. Every sum is a matrix product."""
+    a, b, va, vb = a.double(), b.double(), va.double(), vb.double()
+    n = va @ vb.T
+    sa, sb = (a * va) @ vb.T, va @ (b * vb).T
+    saa, sbb = (a * a * va) @ vb.T, va @ (b * b * vb).T
+    sab = (a * va) @ (b * vb).T
+    cov = sab - sa * sb / n.clamp(min=1)
+    var_a = saa - sa ** 2 / n.clamp(min=1)
+    var_b = sbb - sb ** 2 / n.clamp(min=1)
+    r = cov / (var_a * var_b).sqrt()
+    r[(n < 16) | (var_a <= 1e-12 * saa) | (var_b <= 1e-12 * sbb)] = float("nan")
+    return r
+
+
+def projection_alignment(projections: torch.Tensor, patches: torch.Tensor, sigma: float = 2.0, *,
+                         inside: torch.Tensor | None = None, control: bool = False) -> torch.Tensor:
+    """Per projection, the Pearson correlation of its :func:`edge_strength` with its image patch's (both
+    N×C×H×W, or any leading shape ending in C×H×W, matched item by item): ~1 when the projection draws
+    the patch's edges, ~0 for noise. ``inside`` (the leading shape × H×W, True where the receptive field
+    lies inside the image: :class:`~zfrepro.top_units.UnitPatches`' ``inside``) keeps the correlation to
+    those pixels, less a margin of the blur's reach, so the step between the image and the grey fill
+    around it — present in the patch, never in the projection — does not count. ``control=True`` gives
+    instead each projection's mean correlation with the *other* items' patches (over the pixels inside
+    both): what the same projections score against images that did not drive them, the baseline the
+    matched value is read against (needs at least two items). Figs. 2 and 7."""
+    if projections.shape != patches.shape or projections.dim() < 3:
+        raise ConfigError(f"projections {tuple(projections.shape)} and patches {tuple(patches.shape)} "
+                          "must have the same shape, ending in C×H×W")
+    lead, hw = projections.shape[:-3], projections.shape[-2:]
+    if inside is not None and tuple(inside.shape) != (*lead, *hw):
+        raise ConfigError(f"inside {tuple(inside.shape)} must be the projections' shape without its channels, "
+                          f"{(*lead, *hw)}")
+    proj = edge_strength(projections.reshape(-1, *projections.shape[-3:]), sigma).flatten(1)
+    patch = edge_strength(patches.reshape(-1, *patches.shape[-3:]), sigma).flatten(1)
+    if inside is None:
+        valid = torch.ones_like(proj)
+    else:
+        reach = int(math.ceil(3 * sigma)) + 1  # pixels whose blurred gradient sees the fill
+        outside = (~inside.reshape(-1, 1, *hw).bool()).double()
+        valid = 1.0 - F.max_pool2d(F.pad(outside, (reach,) * 4, value=0.0), 2 * reach + 1, stride=1)
+        valid = valid.flatten(1).to(proj.dtype)
+    r = _masked_pearson(proj, patch, valid, valid)
+    if not control:
+        return torch.diagonal(r).float().reshape(lead)
+    n = r.shape[0]
+    if n < 2:
+        raise ConfigError("projection_alignment(control=True) needs at least two projections: it pairs each "
+                          "with the other items' patches")
+    off = ~torch.eye(n, dtype=torch.bool, device=r.device)
+    return torch.nanmean(torch.where(off, r, torch.full_like(r, float("nan"))), dim=1).float().reshape(lead)
 
 
 def summarize_structure(weight: torch.Tensor, threshold: float = STRUCTURE_R2) -> dict[str, Any]:

@@ -31,7 +31,8 @@ class UnitPatches:
     and the image patch under the unit's receptive field, both ``k_rf``×``k_rf``.
 
     ``projections`` and ``patches`` are M×k×3×R×R (patches in display space, 0..1, grey outside
-    the image); ``values`` M×k activations; ``image_index`` M×k; ``maps`` the M channel numbers."""
+    the image); ``values`` M×k activations; ``image_index`` M×k; ``maps`` the M channel numbers;
+    ``inside`` M×k×R×R, True where the receptive field lies inside the image (None: everywhere)."""
 
     layer: str
     maps: list[int]
@@ -39,6 +40,7 @@ class UnitPatches:
     patches: torch.Tensor
     values: torch.Tensor
     image_index: torch.Tensor
+    inside: torch.Tensor | None = None
 
 
 def choose_maps(tops: TopActivations, n: int, seed: int = 0, alive_only: bool = True) -> list[int]:
@@ -68,7 +70,7 @@ def project_top_units(model: nn.Module, data: Any, tops: TopActivations, maps: S
     k = k or tops.values.shape[1]
     dev = next(model.parameters()).device
     units = [(m, r) for m in maps for r in range(k)]
-    projections, patches = [], []
+    projections, patches, inside = [], [], []
     for s in range(0, len(units), batch_size):
         chunk = units[s:s + batch_size]
         idx = [int(tops.image_index[m, r]) for m, r in chunk]
@@ -80,11 +82,13 @@ def project_top_units(model: nn.Module, data: Any, tops: TopActivations, maps: S
             box = receptive_field(model, tops.layer, pos[j].tolist())
             projections.append(crop_patch(proj[j], box, fill=0.0))
             patches.append(crop_patch(shown[j], box, fill=0.5))
+            inside.append(crop_patch(torch.ones(1, *shown.shape[-2:]), box, fill=0.0)[0] > 0)
     shape = (len(maps), k) + tuple(projections[0].shape)
     return UnitPatches(tops.layer, list(maps), torch.stack(projections).reshape(shape),
                        torch.stack(patches).reshape(shape),
                        torch.stack([tops.values[m, :k] for m in maps]),
-                       torch.stack([tops.image_index[m, :k] for m in maps]))
+                       torch.stack([tops.image_index[m, :k] for m in maps]),
+                       torch.stack(inside).reshape(shape[:2] + shape[-2:]))
 
 
 def median_projection_noise(model: nn.Module, data: Any, *, maps_per_layer: int = 6, k: int = 9, seed: int = 0,

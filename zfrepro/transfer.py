@@ -46,7 +46,7 @@ from torch import nn
 from .devices import inference_layout
 from .errors import CheckpointError, ConfigError, DataError
 from .io import cache_dir
-from .layers import LayerStack, eval_mode
+from .layers import LayerStack, classifier_grid, eval_mode, pool_to_grid
 
 __all__ = [
     "CALTECH_FOLDER", "BACKGROUND", "PAPER_TABLE4", "PAPER_TABLE7", "TransferPlan", "TRANSFER_PLANS", "transfer_plan",
@@ -289,15 +289,6 @@ def feature_layers(model: nn.Module) -> list[str]:
     return LayerStack(model).names[:-1]
 
 
-def _grid_of(model: nn.Module, x: torch.Tensor) -> int:
-    """The side of the map that the first fully connected layer reads (pool5's: 6 at 224 px, 3 at 128)."""
-    feats = getattr(model, "features", None)
-    if feats is None:
-        return 1
-    with torch.no_grad():
-        return int(feats(x[:1]).shape[-1])
-
-
 def layer_features(model: nn.Module, inputs: Any, layers: Sequence[str] | None = None, *, grid: int = 0,
                    batch_size: int = 64, progress: bool = True) -> dict[str, torch.Tensor]:
     """Table 7's features of every image of ``inputs`` (a :class:`~zfrepro.data.ModelInputs`): for each
@@ -319,15 +310,13 @@ def layer_features(model: nn.Module, inputs: Any, layers: Sequence[str] | None =
     try:
         with eval_mode(model):
             first = inputs.batch([0]).to(dev)
-            g = grid or _grid_of(model, first)
+            g = grid or classifier_grid(model, first)
             with stack.capture(layers, stop=True) as store, torch.no_grad():
                 for s in range(0, len(inputs), batch_size):
                     x = inference_layout(inputs.batch(range(s, min(s + batch_size, len(inputs)))).to(dev))
                     store(x)
                     for n in layers:
-                        a = store[n]
-                        a = F.adaptive_max_pool2d(a, g).flatten(1) if a.dim() == 4 else a
-                        out[n].append(a.float().cpu())
+                        out[n].append(pool_to_grid(store[n], g).float().cpu())
                     bar.update(x.shape[0])
     finally:
         bar.close()
