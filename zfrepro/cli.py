@@ -117,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"zfrepro: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        # a Ctrl-C that reaches the kernel while it starts kills it: nbclient's pending reply task then ends with
+        # DeadKernelError, which asyncio would log with its traceback when the task is collected at exit
+        import logging
+
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         print("zfrepro: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
